@@ -1,0 +1,86 @@
+"""Input checks for pattern stacks: one clear error for each way input can be wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["as_patterns"]
+
+
+def as_patterns(
+    patterns,
+    shape: tuple[int, int] | None = None,
+    *,
+    unit_interval: bool = False,
+    name: str = "patterns",
+) -> torch.Tensor:
+    """Check a stack of diffraction patterns and return it as a float32 CPU tensor.
+
+    Parameters
+    ----------
+    patterns : numpy.ndarray or torch.Tensor
+        (N, H, W) = (N, ky, kx).
+    shape : (int, int), optional
+        The (H, W) the model was built for.
+    unit_interval : bool
+        Require values in [0, 1] (Bernoulli likelihoods).
+
+    Raises
+    ------
+    ValueError
+        Wrong type or dimensionality, empty input, shape mismatch, NaN/inf, constant patterns, or
+        values outside [0, 1] when ``unit_interval``; the message says how to fix it.
+    """
+    if isinstance(patterns, torch.Tensor):
+        x = patterns.detach().to("cpu")
+    else:
+        try:
+            arr = np.asarray(patterns)
+        except Exception as err:  # noqa: BLE001 - any conversion failure is the user's input
+            raise ValueError(f"{name} must be a numpy array or torch tensor: {err}") from err
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(
+                f"{name} must be a numeric array of shape (N, H, W); got dtype {arr.dtype}."
+            )
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    if x.ndim != 3:
+        hint = {
+            2: "a single pattern: add a batch axis, e.g. patterns[None]",
+            4: "a 4D-STEM cube (scan y, scan x, ky, kx): flatten the scan, e.g. "
+            "data.reshape(-1, ky, kx), or use rrvae_nb.preprocess.prepare",
+        }.get(x.ndim, "reshape it to (N, H, W)")
+        raise ValueError(
+            f"{name} must have 3 axes (N, H, W) = (patterns, ky, kx); got shape {tuple(x.shape)}"
+            f" ({hint})."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 patterns): pass at least one pattern.")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"{name} have shape {tuple(x.shape[1:])} per pattern but the model was built for "
+            f"{tuple(shape)}: crop, bin or resize them (rrvae_nb.preprocess) or build the model "
+            f"with pattern_shape={tuple(x.shape[1:])}."
+        )
+    x = x.to(torch.float32)
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = (~finite).flatten(1).any(1).nonzero().flatten()
+        raise ValueError(
+            f"{name} contain NaN or inf values in {bad.numel()} pattern(s) (first: index "
+            f"{int(bad[0])}): remove or repair them (e.g. np.nan_to_num) before training."
+        )
+    flat = x.flatten(1)
+    constant = (flat.amax(1) == flat.amin(1)).nonzero().flatten()
+    if constant.numel():
+        raise ValueError(
+            f"{constant.numel()} of {x.shape[0]} {name} are constant (e.g. all zero; first: index "
+            f"{int(constant[0])}): they carry no information. Drop them (e.g. dead scan positions)."
+        )
+    if unit_interval and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise ValueError(
+            f"{name} range from {float(x.min()):.3g} to {float(x.max()):.3g}, but a Bernoulli "
+            "likelihood needs values in [0, 1]: normalise them first "
+            "(rrvae_nb.preprocess.normalise) or use likelihood='gaussian'."
+        )
+    return x

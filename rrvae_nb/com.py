@@ -1,0 +1,709 @@
+"""Centre-of-mass (COM) analysis of 4D-STEM data: the classical differential phase contrast.
+
+Conventions (used by every function here, the tests and the chapters)
+----------------------------------------------------------------------
+* Data are (scan y, scan x, ky, kx): numpy or dask arrays, or calibrated hyperspy ``Signal2D``
+  (read with :func:`rrvae_nb.signals.calibration_of`).
+* **Components.** ``com_y`` is the shift of the pattern's centre of mass along **+ky** (towards
+  increasing row index of the pattern, i.e. *down* on screen), ``com_x`` along **+kx** (increasing
+  column index, right on screen). :attr:`COMMaps.vector` stacks them as (scan y, scan x, 2) with
+  component order ``(y, x)`` = ``(ky, kx)``.
+* **Angle.** :attr:`COMMaps.angle` is the direction of the COM in radians, in (-pi, pi], measured
+  **counter-clockwise from +kx with y pointing UP on screen** when patterns are shown with
+  ``imshow``'s default ``origin='upper'``: ``angle = arctan2(-com_y, com_x)``. This is the
+  convention of :mod:`rrvae_nb.rotate`: turning a pattern by +a there (or with ``numpy.rot90``
+  for a = pi/2) adds a to its COM angle, so the rrVAE angle latent can be compared directly.
+  To draw arrows on a scan map shown with ``origin='upper'`` use
+  ``plt.quiver(com_x, -com_y)`` (matplotlib's default ``angles='uv'`` points V up on screen).
+* **Sign.** The COM points **towards the nuclei**: the electron beam is deflected towards
+  positive charge. For a thin specimen the projected electric field is proportional to **minus**
+  the COM (E = -grad V, COM proportional to +grad V), the COM divergence is **negative** at atoms
+  and the integrated COM (iCOM) is proportional to the projected potential, peaking on atoms.
+* **Units.** ``"px"`` (diffraction pixels), ``"mrad"`` (scattering angle) or ``"1/Å"`` (spatial
+  frequency k = angle / wavelength, small-angle; the electron wavelength is computed
+  *relativistically* from the beam energy by :func:`electron_wavelength_angstrom`).
+* **Origin.** The COM of each pattern is measured from the COM of the *mean* pattern (default), a
+  given pixel position, or the calibrated zero angle of a signal's axes.
+
+The reduction is one pass over the data: every pattern is multiplied with a (3, ky*kx) matrix of
+coordinate vectors (weights 1, ky, kx, times the optional mask) in one BLAS matrix product, so a
+64 x 64 x 64 x 64 float32 cube takes tens of milliseconds, and dask data are reduced chunk by
+chunk (``map_blocks``) in bounded memory. The corrections below are plain numpy on the small maps.
+
+Why our own code: ``scipy.ndimage.center_of_mass`` loops over patterns one at a time, abTEM's
+``DiffractionPatterns.center_of_mass`` needs abTEM objects, and the packages with COM/DPC tools
+(pyxem, py4DSTEM) cannot be installed next to abTEM 1.0.11 (zarr/numpy pins). The tests check
+our COM against abTEM's to 1e-3 mrad.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+
+__all__ = [
+    "COMMaps",
+    "ScanRotation",
+    "electron_wavelength_angstrom",
+    "bright_field_mask",
+    "center_of_mass",
+    "remove_descan",
+    "apply_rotation",
+    "find_rotation",
+    "integrate_com",
+]
+
+#: Units accepted for COM values (``"1/A"`` is accepted as an ASCII spelling of ``"1/Å"``).
+UNITS = ("px", "mrad", "1/Å")
+#: Numpy input is reduced in blocks of about this many bytes (bounded temporary memory).
+_BLOCK_BYTES = 256 * 2**20
+
+
+def electron_wavelength_angstrom(energy_kev: float) -> float:
+    """Relativistic de Broglie wavelength of an electron, in Å.
+
+    ``lambda = h / sqrt(2 m0 e U (1 + e U / (2 m0 c^2)))`` with CODATA constants from
+    ``scipy.constants``; 60 keV gives 0.0487 Å and 200 keV 0.0251 Å.
+
+    Parameters
+    ----------
+    energy_kev : float
+        Beam (acceleration) energy in keV.
+
+    Raises
+    ------
+    ValueError
+        If the energy is not a positive finite number.
+    """
+    from scipy import constants as c
+
+    if energy_kev is None or not (np.isfinite(energy_kev) and energy_kev > 0):
+        raise ValueError(
+            f"The beam energy must be a positive number of keV; got {energy_kev!r}. Pass "
+            "energy_kev=... or store it in metadata.Acquisition_instrument.TEM.beam_energy."
+        )
+    energy_j = float(energy_kev) * 1e3 * c.e
+    momentum = math.sqrt(2 * c.m_e * energy_j * (1 + energy_j / (2 * c.m_e * c.c**2)))
+    return c.h / momentum * 1e10
+
+
+@dataclass(frozen=True, eq=False)  # arrays inside: compare by identity
+class COMMaps:
+    """Centre-of-mass maps of a 4D-STEM scan (see the module docstring for all conventions).
+
+    Attributes
+    ----------
+    com_y, com_x : numpy.ndarray
+        (scan y, scan x) float64 COM components along +ky (down on screen) and +kx (right), in
+        ``units``. They point towards the nuclei; the projected field is proportional to minus
+        the COM.
+    units : str
+        ``"px"``, ``"mrad"`` or ``"1/Å"``.
+    scan_step_nm : float or None
+        Scan step in nm; None means scan lengths are in scan pixels.
+    origin_px : (float, float)
+        Pattern position (ky, kx), in diffraction pixels (fractional index), from which the COM
+        was measured.
+    rotation_deg : float
+        Scan-detector rotation applied to the vectors (counter-clockwise on screen), in degrees.
+    transposed : bool
+        Whether the components were swapped (scan-detector transpose) before the rotation.
+    descan_removed : bool
+        Whether a plane (descan) was subtracted from each component.
+    """
+
+    com_y: np.ndarray
+    com_x: np.ndarray
+    units: str
+    scan_step_nm: float | None = None
+    origin_px: tuple[float, float] = (0.0, 0.0)
+    rotation_deg: float = 0.0
+    transposed: bool = False
+    descan_removed: bool = False
+
+    @property
+    def vector(self) -> np.ndarray:
+        """COM as one array (scan y, scan x, 2) with components (y, x) = (ky, kx)."""
+        return np.stack([self.com_y, self.com_x], axis=-1)
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        """Length of the COM vector, (scan y, scan x), in ``units``."""
+        return np.hypot(self.com_y, self.com_x)
+
+    @property
+    def angle(self) -> np.ndarray:
+        """COM direction (scan y, scan x) in rad, (-pi, pi], counter-clockwise from +kx, y up."""
+        return np.arctan2(-self.com_y, self.com_x)
+
+    @property
+    def length_units(self) -> str:
+        """Unit of scan lengths: ``"nm"`` or ``"scan px"``."""
+        return "scan px" if self.scan_step_nm is None else "nm"
+
+    def divergence(self) -> np.ndarray:
+        """d(com_x)/dx + d(com_y)/dy, (scan y, scan x), in ``units`` per ``length_units``.
+
+        Central differences (``numpy.gradient``); negative at atoms.
+        """
+        step = 1.0 if self.scan_step_nm is None else self.scan_step_nm
+        return _divergence(self.com_y, self.com_x, step)
+
+    def curl(self) -> np.ndarray:
+        """d(com_y)/dx - d(com_x)/dy with y the scan row (down) axis, in ``units`` per length.
+
+        Zero for a field that is a gradient (a correctly calibrated thin-specimen COM).
+        """
+        step = 1.0 if self.scan_step_nm is None else self.scan_step_nm
+        return _curl(self.com_y, self.com_x, step)
+
+    @cached_property
+    def icom(self) -> np.ndarray:
+        """Integrated COM with mirror padding, (scan y, scan x): see :func:`integrate_com`."""
+        return integrate_com(self)
+
+
+@dataclass(frozen=True)
+class ScanRotation:
+    """Result of :func:`find_rotation`.
+
+    Attributes
+    ----------
+    rotation_deg : float
+        Counter-clockwise (on screen) rotation, in degrees in (-180, 180], to apply to the COM
+        vectors (after the transpose, if any) with :func:`apply_rotation`.
+    transpose : bool
+        Whether the COM components must be swapped (scan axes transposed relative to detector).
+    curl_fraction : float
+        rms curl / rms divergence of the corrected field (0 for a perfect gradient field).
+    curl_fraction_other : float
+        The same for the best rotation with the other transpose choice (should be much larger).
+    """
+
+    rotation_deg: float
+    transpose: bool
+    curl_fraction: float
+    curl_fraction_other: float
+
+
+# --------------------------------------------------------------------------------------------
+# Reduction
+# --------------------------------------------------------------------------------------------
+
+
+def bright_field_mask(pattern, *, fraction: float = 0.5, margin_px: float = 1.0) -> np.ndarray:
+    """Boolean disk covering the bright-field (BF) disk of a pattern, e.g. the mean pattern.
+
+    The disk centre is the COM of the pixels brighter than ``fraction`` x the maximum and its radius
+    is sqrt(area / pi) of that region plus ``margin_px``.
+
+    Parameters
+    ----------
+    pattern : array_like
+        (ky, kx) pattern, typically ``data.mean(axis=(0, 1))``.
+    fraction : float
+        Threshold as a fraction of the pattern maximum, in (0, 1).
+    margin_px : float
+        Extra radius in pixels (keeps the disk edge, which carries the COM signal).
+
+    Returns
+    -------
+    numpy.ndarray
+        (ky, kx) bool mask, usable as ``center_of_mass(..., mask=...)``.
+    """
+    p = np.asarray(pattern, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"bright_field_mask needs one (ky, kx) pattern; got shape {p.shape}.")
+    if not np.all(np.isfinite(p)) or p.max() <= 0:
+        raise ValueError(
+            "The pattern for bright_field_mask must be finite with a positive maximum; pass the "
+            "mean pattern, e.g. data.mean(axis=(0, 1))."
+        )
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1; got {fraction}.")
+    bright = p >= fraction * p.max()
+    yy, xx = np.indices(p.shape)
+    cy, cx = yy[bright].mean(), xx[bright].mean()
+    radius = math.sqrt(bright.sum() / math.pi) + margin_px
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+
+
+def _block_moments(block, weights, threshold, negative):
+    """Per-pattern moments of a (..., ky, kx) block: (..., 4) = (I, M_y, M_x, min) as float64.
+
+    ``weights`` is (3, ky*kx): mask, mask*y, mask*x with centred coordinates. ``min`` is the
+    smallest raw value of each pattern (NaN if it holds NaN), used for the input checks.
+    """
+    lead = block.shape[:-2]
+    flat = np.asarray(block).reshape(-1, block.shape[-2] * block.shape[-1])
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    low = flat.min(axis=1) if flat.shape[0] else np.zeros(0)
+    if negative == "clip":
+        flat = np.maximum(flat, 0)
+    if threshold is not None:
+        peak = flat.max(axis=1, keepdims=True)
+        flat = np.where(flat >= threshold * peak, flat, 0)
+    moments = flat @ weights.astype(flat.dtype).T  # (n, 3): one BLAS pass over the data
+    out = np.empty((flat.shape[0], 4))
+    out[:, :3] = moments
+    out[:, 3] = low
+    return out.reshape(*lead, 4)
+
+
+def _moments(data, weights, threshold, negative, progress):
+    """(scan y, scan x, 4) float64 moments of a numpy or dask array."""
+    if type(data).__module__.startswith("dask"):
+        import dask
+
+        data = data.rechunk({2: -1, 3: -1})  # whole patterns per chunk; scan axes stay chunked
+        lazy = data.map_blocks(
+            _block_moments,
+            weights,
+            threshold,
+            negative,
+            drop_axis=3,
+            chunks=data.chunks[:2] + ((4,),),
+            dtype=np.float64,
+            meta=np.empty((0, 0, 0)),
+        )
+        if progress is None:
+            progress = True
+        if progress:
+            from tqdm.dask import TqdmCallback
+
+            with TqdmCallback(desc="COM (chunks)"):
+                return np.asarray(dask.compute(lazy)[0])
+        return np.asarray(lazy.compute())
+    ny, nx, nky, nkx = data.shape
+    rows = max(1, _BLOCK_BYTES // max(1, nx * nky * nkx * data.dtype.itemsize))
+    starts = range(0, ny, rows)
+    if progress is None:
+        progress = len(starts) > 4
+    from tqdm.auto import tqdm
+
+    out = np.empty((ny, nx, 4))
+    for start in tqdm(starts, desc="COM (blocks)", disable=not progress):
+        out[start : start + rows] = _block_moments(
+            data[start : start + rows], weights, threshold, negative
+        )
+    return out
+
+
+def _check_units(units: str) -> str:
+    if units in ("1/A", "1/Angstrom", "1/angstrom"):
+        units = "1/Å"
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}; got {units!r}.")
+    return units
+
+
+def center_of_mass(
+    data,
+    *,
+    units: str = "mrad",
+    k_step_mrad: float | tuple[float, float] | None = None,
+    energy_kev: float | None = None,
+    scan_step_nm: float | None = None,
+    origin="mean",
+    mask=None,
+    threshold: float | None = None,
+    negative: str = "raise",
+    progress: bool | None = None,
+) -> COMMaps:
+    """Centre of mass of every diffraction pattern, normalised by its captured intensity.
+
+    ``com = sum(I * k) / sum(I) - origin`` for each pattern, with k the (ky, kx) pixel coordinates
+    (times the mask, if any), converted to ``units``.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, dask.array.Array or hyperspy Signal2D
+        4D-STEM data (scan y, scan x, ky, kx). A hyperspy signal must be calibrated (scan axes in a
+        length unit, diffraction axes in mrad, square pixels); its calibration is used. Lazy
+        signals and dask arrays are reduced chunk by chunk in bounded memory.
+    units : {"mrad", "px", "1/Å"}
+        Units of the result. ``"1/Å"`` needs the beam energy (relativistic wavelength).
+    k_step_mrad : float or (float, float), optional
+        Diffraction pixel size in mrad, for numpy/dask input (required unless ``units="px"``).
+        A (ky, kx) pair must be equal (square pixels).
+    energy_kev : float, optional
+        Beam energy in keV (numpy input, or a signal without it in its metadata).
+    scan_step_nm : float, optional
+        Scan step in nm for numpy/dask input (used by the divergence and iCOM); None = scan px.
+    origin : "mean", "axes" or (float, float)
+        ``"mean"``: the COM of the mean of the patterns as they enter the sum (after mask and
+        threshold), so the intensity-weighted mean COM is zero. ``"axes"``: the pixel where a
+        signal's calibrated angle is (0, 0) (hyperspy input only). A pair: (ky, kx) position in
+        diffraction pixels (fractional index, e.g. ``(n // 2, n // 2)`` for abTEM patterns).
+    mask : array_like, optional
+        (ky, kx) bool or non-negative weights applied to every pattern before the sums, e.g.
+        :func:`bright_field_mask`.
+    threshold : float, optional
+        Keep only pixels >= ``threshold`` x the pattern's own maximum (0 < threshold < 1); the
+        others count as zero. The maximum is taken over the whole pattern, before the mask.
+    negative : {"raise", "clip", "keep"}
+        What to do with negative values (e.g. dark-subtracted counts). Default ``"raise"``: a
+        ValueError naming the count. ``"clip"`` sets them to zero; ``"keep"`` uses them as they are
+        (fine for zero-mean noise on a positive signal).
+    progress : bool, optional
+        Show a tqdm bar; by default only for dask data and numpy data above about 1 GB.
+
+    Returns
+    -------
+    COMMaps
+        com_y, com_x (scan y, scan x) plus magnitude, angle, divergence, curl and iCOM.
+
+    Raises
+    ------
+    ValueError
+        Wrong dimensionality, missing or non-square calibration, NaN/inf, negative values (with
+        ``negative="raise"``), a pattern with no positive intensity (after mask/threshold), or a
+        bad mask/threshold/origin; each message says how to fix it.
+    """
+    from rrvae_nb.signals import calibration_of
+
+    units = _check_units(units)
+    if negative not in ("raise", "clip", "keep"):
+        raise ValueError(f"negative must be 'raise', 'clip' or 'keep'; got {negative!r}.")
+    k_origin_px = None
+    if hasattr(data, "axes_manager"):  # hyperspy signal
+        cal = calibration_of(data)
+        if k_step_mrad is not None and not np.isclose(
+            np.mean(k_step_mrad), cal.k_step_mrad, rtol=1e-6
+        ):
+            raise ValueError(
+                f"k_step_mrad={k_step_mrad} disagrees with the signal's calibration "
+                f"({cal.k_step_mrad} mrad): fix the signal's axes or leave k_step_mrad out."
+            )
+        if energy_kev is not None and cal.energy_kev is not None and not np.isclose(
+            energy_kev, cal.energy_kev
+        ):
+            raise ValueError(
+                f"energy_kev={energy_kev} disagrees with the signal's beam energy "
+                f"({cal.energy_kev} keV): fix the metadata or leave energy_kev out."
+            )
+        if scan_step_nm is not None and not np.isclose(scan_step_nm, cal.scan_step_nm):
+            raise ValueError(
+                f"scan_step_nm={scan_step_nm} disagrees with the signal's scan step "
+                f"({cal.scan_step_nm} nm): fix the signal's axes or leave scan_step_nm out."
+            )
+        k_step_mrad = cal.k_step_mrad
+        energy_kev = cal.energy_kev if energy_kev is None else energy_kev
+        scan_step_nm = cal.scan_step_nm
+        k_origin_px = (
+            -cal.k_offset_mrad[0] / cal.k_step_mrad,
+            -cal.k_offset_mrad[1] / cal.k_step_mrad,
+        )
+        data = data.data
+    elif not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    if data.ndim != 4:
+        raise ValueError(
+            f"4D-STEM data must have 4 axes (scan y, scan x, ky, kx); got shape {data.shape}. "
+            "Reshape it, e.g. data.reshape(ny, nx, ky, kx); for a stack of patterns add a scan "
+            "axis: data[None]."
+        )
+    if 0 in data.shape:
+        raise ValueError(f"The data are empty (shape {data.shape}).")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise ValueError(f"The data must be integer or real floating point; got {data.dtype}.")
+    if k_step_mrad is not None:
+        steps = np.atleast_1d(np.asarray(k_step_mrad, dtype=np.float64))
+        if steps.size not in (1, 2) or not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+            raise ValueError(f"k_step_mrad must be a positive number of mrad; got {k_step_mrad}.")
+        if not np.isclose(steps[0], steps[-1], rtol=1e-3):
+            raise ValueError(
+                f"Diffraction pixels are not square ({steps[0]:.4g} x {steps[-1]:.4g} mrad): "
+                "resample the patterns to square pixels first (e.g. abTEM resample='uniform')."
+            )
+        k_step_mrad = float(steps[0])
+    if units != "px" and k_step_mrad is None:
+        raise ValueError(
+            f"COM in {units!r} needs the diffraction calibration: pass k_step_mrad=... (mrad per "
+            "pixel), use a calibrated hyperspy signal (rrvae_nb.signals.make_signal), or ask for "
+            "units='px'."
+        )
+    if units == "1/Å":
+        wavelength = electron_wavelength_angstrom(energy_kev)  # raises if missing
+    if scan_step_nm is not None and not (np.isfinite(scan_step_nm) and scan_step_nm > 0):
+        raise ValueError(f"scan_step_nm must be a positive number of nm; got {scan_step_nm}.")
+
+    nky, nkx = data.shape[-2:]
+    yc, xc = (nky - 1) / 2, (nkx - 1) / 2  # centred coordinates keep float32 sums accurate
+    if mask is None:
+        m = np.ones((nky, nkx))
+    else:
+        m = np.asarray(mask, dtype=np.float64)
+        if m.shape != (nky, nkx):
+            raise ValueError(f"mask must have the pattern shape {(nky, nkx)}; got {m.shape}.")
+        if not np.all(np.isfinite(m)) or np.any(m < 0) or not np.any(m > 0):
+            raise ValueError(
+                "mask must be bool or finite non-negative weights with at least one non-zero "
+                "pixel (e.g. rrvae_nb.com.bright_field_mask(data.mean(axis=(0, 1))))."
+            )
+    if threshold is not None and not 0 < threshold < 1:
+        raise ValueError(f"threshold is a fraction of each pattern's maximum in (0, 1); got "
+                         f"{threshold}.")
+    yy, xx = np.indices((nky, nkx), dtype=np.float64)
+    weights = np.stack([m, m * (yy - yc), m * (xx - xc)]).reshape(3, -1)
+
+    mom = _moments(data, weights, threshold, negative, progress)
+    total, my, mx, low = np.moveaxis(mom, -1, 0)
+    _check_moments(total, my, mx, low, negative)
+
+    if isinstance(origin, str) and origin == "mean":
+        oy, ox = my.sum() / total.sum() + yc, mx.sum() / total.sum() + xc
+    elif isinstance(origin, str) and origin == "axes":
+        if k_origin_px is None:
+            raise ValueError(
+                "origin='axes' needs a calibrated hyperspy signal; for arrays pass the pixel "
+                "position, e.g. origin=(ky0, kx0)."
+            )
+        oy, ox = k_origin_px
+    else:
+        try:
+            oy, ox = (float(v) for v in origin)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"origin must be 'mean', 'axes' or a (ky, kx) pixel position; got {origin!r}."
+            ) from err
+    com_y = my / total + yc - oy
+    com_x = mx / total + xc - ox
+    if units != "px":
+        scale = k_step_mrad if units == "mrad" else k_step_mrad * 1e-3 / wavelength
+        com_y, com_x = com_y * scale, com_x * scale
+    return COMMaps(
+        com_y=com_y,
+        com_x=com_x,
+        units=units,
+        scan_step_nm=scan_step_nm,
+        origin_px=(float(oy), float(ox)),
+    )
+
+
+def _check_moments(total, my, mx, low, negative):
+    """Raise a clear ValueError for NaN/inf, negative or empty patterns."""
+
+    def where(bad):
+        iy, ix = np.argwhere(bad)[0]
+        return f"{int(bad.sum())} of {bad.size} patterns (first at scan y={iy}, x={ix})"
+
+    bad = np.isnan(low) | ~np.isfinite(total) | ~np.isfinite(my) | ~np.isfinite(mx)
+    bad |= np.isinf(low)
+    if bad.any():
+        raise ValueError(
+            f"The data contain NaN or inf in {where(bad)}: repair or drop those scan positions "
+            "(e.g. np.nan_to_num, or replace them with a neighbour's pattern)."
+        )
+    if negative == "raise" and (low < 0).any():
+        raise ValueError(
+            f"The data contain negative values in {where(low < 0)} (minimum {low.min():.3g}), "
+            "e.g. after a dark subtraction. Pass negative='clip' to set them to zero or "
+            "negative='keep' to use them as they are."
+        )
+    if (total <= 0).any():
+        raise ValueError(
+            f"No positive intensity in {where(total <= 0)} (after mask and threshold): the COM "
+            "is undefined there. Check the mask covers the beam, or drop empty scan positions."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Corrections
+# --------------------------------------------------------------------------------------------
+
+
+def remove_descan(com: COMMaps, *, mask=None) -> COMMaps:
+    """Remove descan by subtracting a least-squares plane a + b y + c x from each component.
+
+    A scan-dependent shift of the whole pattern (imperfect descan) adds a ramp that is linear in
+    the scan position; the plane fit removes it (and with it the mean COM and any linear trend of
+    the specimen's own COM, so fit over vacuum or over many unit cells).
+
+    Parameters
+    ----------
+    com : COMMaps
+    mask : array_like of bool, optional
+        (scan y, scan x) positions used for the fit (e.g. vacuum); default all. The plane is
+        subtracted everywhere.
+
+    Returns
+    -------
+    COMMaps
+        A copy with ``descan_removed=True``.
+    """
+    ny, nx = com.com_y.shape
+    yy, xx = np.indices((ny, nx), dtype=np.float64)
+    design = np.stack([np.ones(ny * nx), yy.ravel(), xx.ravel()], axis=1)
+    use = np.ones(ny * nx, bool) if mask is None else np.asarray(mask, bool).ravel()
+    if use.size != ny * nx:
+        raise ValueError(f"mask must have the scan shape {(ny, nx)}; got {np.shape(mask)}.")
+    if np.linalg.matrix_rank(design[use]) < 3:
+        raise ValueError(
+            "The descan fit needs at least 3 scan positions not on one line: enlarge the mask."
+        )
+    values = np.stack([com.com_y.ravel(), com.com_x.ravel()], axis=1)
+    coef, *_ = np.linalg.lstsq(design[use], values[use], rcond=None)
+    residual = values - design @ coef
+    return replace(
+        com,
+        com_y=residual[:, 0].reshape(ny, nx),
+        com_x=residual[:, 1].reshape(ny, nx),
+        descan_removed=True,
+    )
+
+
+def _rotate_components(cy, cx, rotation_deg, transpose):
+    """Swap (if transpose) then turn (cy, cx) counter-clockwise on screen by rotation_deg."""
+    if transpose:
+        cy, cx = cx, cy
+    t = math.radians(rotation_deg)
+    c, s = math.cos(t), math.sin(t)
+    # screen-up components (u, v) = (cx, -cy) rotate by the textbook matrix R(t).
+    return cy * c - cx * s, cx * c + cy * s
+
+
+def apply_rotation(com: COMMaps, rotation_deg: float, transpose: bool = False) -> COMMaps:
+    """Correct the scan-detector rotation (and transpose) of COM vectors.
+
+    First swap the components if ``transpose`` (scan axes transposed relative to the detector),
+    then turn every vector counter-clockwise on screen by ``rotation_deg`` (its angle grows by that
+    much). The scan positions are untouched.
+
+    Returns
+    -------
+    COMMaps
+        A copy whose ``rotation_deg``/``transposed`` record the correction applied (composed with
+        any earlier one).
+    """
+    cy, cx = _rotate_components(com.com_y, com.com_x, rotation_deg, transpose)
+    prev = -com.rotation_deg if transpose else com.rotation_deg  # a swap mirrors earlier turns
+    total = (prev + rotation_deg + 180.0) % 360.0 - 180.0
+    return replace(
+        com, com_y=cy, com_x=cx, rotation_deg=total, transposed=com.transposed != transpose
+    )
+
+
+def _divergence(cy, cx, step):
+    return np.gradient(cx, step, axis=1) + np.gradient(cy, step, axis=0)
+
+
+def _curl(cy, cx, step):
+    return np.gradient(cy, step, axis=1) - np.gradient(cx, step, axis=0)
+
+
+def find_rotation(com: COMMaps, *, atoms_px=None) -> ScanRotation:
+    """Find the scan-detector rotation and transpose that make the COM field curl-free.
+
+    For a thin specimen the COM is a gradient field (curl zero). A rotation by t turns a field
+    ``a`` into ``cos t a + sin t b`` with ``b = a`` turned by 90 degrees, so the mean squared curl
+    is a quadratic form in (cos t, sin t) whose smallest eigenvector gives the best angle exactly
+    (no grid search). Both transpose choices are tried and the one with less curl kept.
+
+    Curl cannot tell t from t + 180 degrees; the sign is fixed physically: the divergence must be
+    **negative at atoms**. With ``atoms_px`` the mean divergence at those scan positions decides;
+    otherwise the skewness of the divergence map must be negative (sharp sinks at atoms, broad
+    weak sources between them), which holds for specimens of point-like atoms such as graphene
+    or thin crystals viewed down a zone axis. Check the iCOM map peaks on atoms afterwards.
+
+    Parameters
+    ----------
+    com : COMMaps
+        COM maps, preferably after :func:`remove_descan`.
+    atoms_px : array_like, optional
+        (N, 2) atom positions (scan y, scan x) in scan pixels, to fix the 180-degree ambiguity.
+
+    Returns
+    -------
+    ScanRotation
+        Apply it with ``apply_rotation(com, r.rotation_deg, r.transpose)``.
+    """
+    cy0, cx0 = np.asarray(com.com_y, float), np.asarray(com.com_x, float)
+    if cy0.ndim != 2 or min(cy0.shape) < 5:
+        raise ValueError(
+            f"find_rotation needs COM maps of at least 5 x 5 scan positions; got {cy0.shape}."
+        )
+    if not (np.all(np.isfinite(cy0)) and np.all(np.isfinite(cx0))):
+        raise ValueError("The COM maps contain NaN or inf: repair them before find_rotation.")
+    inner = (slice(1, -1), slice(1, -1))  # one-sided differences at the border are less exact
+    results = []
+    for transpose in (False, True):
+        ay, ax = _rotate_components(cy0, cx0, 0.0, transpose)
+        by, bx = _rotate_components(ay, ax, 90.0, False)
+        c1 = _curl(ay, ax, 1.0)[inner].ravel()
+        c2 = _curl(by, bx, 1.0)[inner].ravel()
+        gram = np.array([[c1 @ c1, c1 @ c2], [c1 @ c2, c2 @ c2]]) / c1.size
+        evals, evecs = np.linalg.eigh(gram)
+        if evals[1] <= 0:
+            raise ValueError("The COM maps are constant (no curl or divergence): nothing to fit.")
+        cos_t, sin_t = evecs[:, 0]
+        angle = math.degrees(math.atan2(sin_t, cos_t))
+        # the orthogonal rotation turns all divergence into curl: evals[1] = mean div^2
+        results.append((math.sqrt(max(evals[0], 0.0) / evals[1]), angle, transpose))
+    results.sort()
+    (fraction, angle, transpose), (other, *_) = results
+    cy, cx = _rotate_components(cy0, cx0, angle, transpose)
+    div = _divergence(cy, cx, 1.0)
+    if atoms_px is not None:
+        pos = np.rint(np.asarray(atoms_px, float)).astype(int).reshape(-1, 2)
+        ok = (pos >= 0).all(1) & (pos[:, 0] < div.shape[0]) & (pos[:, 1] < div.shape[1])
+        if not ok.any():
+            raise ValueError("None of atoms_px lies inside the scan: pass (scan y, scan x) px.")
+        wrong_sign = div[pos[ok, 0], pos[ok, 1]].mean() > 0
+    else:
+        d = div[inner].ravel() - div[inner].mean()
+        wrong_sign = np.mean(d**3) > 0
+    if wrong_sign:
+        angle += 180.0
+    angle = (angle + 180.0) % 360.0 - 180.0
+    if angle == -180.0:
+        angle = 180.0
+    return ScanRotation(
+        rotation_deg=angle, transpose=transpose, curl_fraction=fraction, curl_fraction_other=other
+    )
+
+
+def integrate_com(com: COMMaps, *, pad: str = "mirror") -> np.ndarray:
+    """Integrated COM (iCOM): the potential whose gradient best matches the COM, by FFT.
+
+    Solves ``grad(V) = com`` in the least-squares sense, ``V^ = -i (ky C^y + kx C^x) / |k|^2``;
+    the mean (k = 0) is set to zero. V is proportional to the projected electrostatic potential
+    for thin specimens and peaks on atoms.
+
+    Parameters
+    ----------
+    com : COMMaps
+    pad : {"mirror", "zero", "none"}
+        ``"mirror"`` (default) extends the potential by even reflection (the normal component of
+        the COM changes sign), which avoids wrap-around artefacts for non-periodic scans;
+        ``"zero"`` pads the COM with zeros to twice the size; ``"none"`` assumes a periodic scan
+        (e.g. exactly one period of a simulated crystal).
+
+    Returns
+    -------
+    numpy.ndarray
+        (scan y, scan x) iCOM in ``com.units`` x ``com.length_units`` (e.g. mrad nm).
+    """
+    cy, cx = np.asarray(com.com_y, float), np.asarray(com.com_x, float)
+    ny, nx = cy.shape
+    if pad == "mirror":
+        cy = np.block([[cy, cy[:, ::-1]], [-cy[::-1], -cy[::-1, ::-1]]])
+        cx = np.block([[cx, -cx[:, ::-1]], [cx[::-1], -cx[::-1, ::-1]]])
+    elif pad == "zero":
+        cy = np.pad(cy, ((0, ny), (0, nx)))
+        cx = np.pad(cx, ((0, ny), (0, nx)))
+    elif pad != "none":
+        raise ValueError(f"pad must be 'mirror', 'zero' or 'none'; got {pad!r}.")
+    step = 1.0 if com.scan_step_nm is None else com.scan_step_nm
+    ky = 2 * np.pi * np.fft.fftfreq(cy.shape[0], d=step)[:, None]
+    kx = 2 * np.pi * np.fft.fftfreq(cy.shape[1], d=step)[None, :]
+    k2 = ky**2 + kx**2
+    k2[0, 0] = 1.0
+    spectrum = -1j * (ky * np.fft.fft2(cy) + kx * np.fft.fft2(cx)) / k2
+    spectrum[0, 0] = 0.0
+    potential = np.fft.ifft2(spectrum).real[:ny, :nx]
+    return potential - potential.mean()

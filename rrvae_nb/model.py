@@ -1,0 +1,579 @@
+"""The rotationally invariant VAE (rrVAE) as a Pyro model/guide pair.
+
+Generative story for one diffraction pattern ``x`` (H x W, square):
+
+1. content ``z ~ N(0, I)`` (``latent_dim`` numbers: what the pattern looks like);
+2. a rotation angle ``angle`` (radians) from the angle prior, and optionally a translation ``t``;
+3. ``x ~ p(x | D(z) rendered at pose (angle, t))`` where ``D(z)`` is the canonical (pose 0) pattern.
+
+The guide (encoder) maps a pattern to the posterior of ``z``, the angle and ``t``. Because the
+decoder renders *any* pose, the content latents are free to describe what is left when rotation is
+taken out: in 4D-STEM, site-symmetry breaking (defects, dopants, polarity).
+
+Sign convention: a positive angle turns the displayed pattern counter-clockwise (see
+:mod:`rrvae_nb.rotate`); ``model.decode(z, angle=np.pi / 2)`` equals ``np.rot90(model.decode(z))``.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ._checks import as_patterns
+from ._version import __version__
+from .networks import ImageDecoder, MLPEncoder, PolarEncoder, SpatialDecoder
+from .rotate import translation_to_pixels, wrap_angle
+
+__all__ = ["RrVAE", "Encoding", "FORMAT_VERSION"]
+
+#: Version of the saved-model file layout; files with another value are refused.
+FORMAT_VERSION = 1
+_FILE_KIND = "rrvae-nb model"
+
+ANGLE_PRIORS = ("periodic", "gaussian", "free")
+LIKELIHOODS = ("gaussian", "bernoulli", "continuous_bernoulli")
+DECODERS = ("image", "spatial")
+ENCODERS = ("polar", "mlp")
+_ids = count()
+
+
+@dataclass
+class Encoding:
+    """Posterior summaries of a stack of patterns (all numpy arrays, one row per pattern).
+
+    Attributes
+    ----------
+    angle : (N,) float
+        Posterior mean angle in radians, wrapped into [-pi/n, pi/n) for ``symmetry = n``.
+        Positive = counter-clockwise on screen.
+    angle_std : (N,) float
+        Posterior (circular) standard deviation of the angle, radians.
+    z, z_std : (N, latent_dim) float
+        Posterior mean and standard deviation of the content latents.
+    translation, translation_std : (N, 2) float or None
+        Posterior mean and std of the translation in pixels along (ky, kx) (``dy`` positive
+        downwards), when the model has translation latents.
+    """
+
+    angle: np.ndarray
+    angle_std: np.ndarray
+    z: np.ndarray
+    z_std: np.ndarray
+    translation: np.ndarray | None = None
+    translation_std: np.ndarray | None = None
+
+
+@dataclass
+class _Config:
+    pattern_shape: tuple[int, int]
+    latent_dim: int = 2
+    angle_prior: str = "periodic"
+    angle_prior_scale: float = 1.0
+    symmetry: int = 1
+    translation: bool = False
+    translation_prior_scale: float = 0.1
+    likelihood: str = "gaussian"
+    scale: float | str = 0.1
+    decoder: str = "image"
+    encoder: str = "polar"
+    decoder_hidden: tuple[int, ...] = (128, 128)
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    interpolation: str = "bilinear"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _projected_normal_resultant(norm: torch.Tensor) -> torch.Tensor:
+    """Mean resultant length E[cos(psi - psi0)] of a 2-D projected normal whose mean vector has
+    length ``norm`` (unit covariance): sqrt(pi/8) k e^{-k^2/4} (I0(k^2/4) + I1(k^2/4))."""
+    x = norm**2 / 4
+    return math.sqrt(math.pi / 8) * norm * (torch.special.i0e(x) + torch.special.i1e(x))
+
+
+class RrVAE(nn.Module):
+    """Rotationally invariant variational autoencoder for diffraction patterns (Pyro).
+
+    Parameters
+    ----------
+    pattern_shape : (int, int)
+        (H, W) = (ky, kx) of the patterns; must be square.
+    latent_dim : int
+        Number of content latents (the paper used 2).
+    angle_prior : {"periodic", "gaussian", "free"}
+        - ``"periodic"`` (default): the pose is a direction on the circle with a uniform prior and a
+          projected-normal posterior; no angle is preferred and angles wrap correctly. With
+          ``symmetry=n`` the direction encodes ``n * angle``, so the angle is identifiable modulo
+          ``2 pi / n`` (patterns with n-fold symmetry). Site ``"angle_dir"`` (a unit 2-vector).
+        - ``"gaussian"``: ``angle ~ N(0, angle_prior_scale^2)`` with the mean term in the KL
+          (spatial-VAE / pyroVED style). Site ``"angle"``.
+        - ``"free"``: the paper-era prior (AtomAI style): a Gaussian of fixed width
+          ``angle_prior_scale`` centred on the encoder's own mean, so the KL penalises only the
+          width and the mean is free. Site ``"angle"``.
+    angle_prior_scale : float
+        Width in radians of the ``"gaussian"`` / ``"free"`` priors (AtomAI: 0.1, pyroVED: 1).
+    symmetry : int
+        n-fold rotational symmetry of the patterns; reported angles are wrapped into
+        [-pi/n, pi/n).
+    translation : bool
+        Add translation latents (site ``"translation"``, prior ``N(0, translation_prior_scale^2)``
+        in units of half the pattern width).
+    likelihood : {"gaussian", "bernoulli", "continuous_bernoulli"}
+        Observation model; Bernoulli ones need data in [0, 1].
+    scale : float or "learned"
+        Standard deviation of the Gaussian likelihood (in data units), or ``"learned"`` for one
+        global scale fitted with the weights.
+    decoder : {"image", "spatial"}
+        ``"spatial"`` is the paper's per-pixel MLP on a rotated coordinate grid (faithful, slow);
+        ``"image"`` renders the canonical pattern once and rotates it by interpolation (fast).
+    encoder : {"polar", "mlp"}
+        ``"mlp"`` is the paper's encoder (a tanh MLP on the flattened pattern), which must learn
+        to read the angle; ``"polar"`` estimates the pose from the phase of an angular harmonic,
+        undoes it and encodes the canonical pattern: equivariant by construction (see
+        :class:`rrvae_nb.networks.PolarEncoder`).
+    decoder_hidden, encoder_hidden : tuple of int
+        Hidden layer widths (tanh). The authors used (128, 128) for both.
+    interpolation : {"bilinear", "bicubic"}
+        Rotation interpolation of the image decoder.
+    seed : int
+        Seed of the weight initialisation.
+
+    Notes
+    -----
+    Pyro sites: ``z`` (N, latent_dim), ``angle`` (N,) or ``angle_dir`` (N, 2), ``translation``
+    (N, 2), ``obs`` (N, H, W), all inside ``pyro.plate("patterns")``. ``model`` and ``guide`` take a
+    ``kl_weight`` that scales the latent sites through ``poutine.scale``.
+    """
+
+    def __init__(
+        self,
+        pattern_shape,
+        latent_dim: int = 2,
+        *,
+        angle_prior: str = "periodic",
+        angle_prior_scale: float | None = None,
+        symmetry: int = 1,
+        translation: bool = False,
+        translation_prior_scale: float = 0.1,
+        likelihood: str = "gaussian",
+        scale: float | str = 0.1,
+        decoder: str = "image",
+        encoder: str = "polar",
+        decoder_hidden=(128, 128),
+        encoder_hidden=(128, 128),
+        interpolation: str = "bilinear",
+        seed: int = 0,
+    ):
+        super().__init__()
+        shape = tuple(int(s) for s in pattern_shape)
+        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
+            raise ValueError(
+                f"pattern_shape must be a square (H, W) with H = W >= 2; got {pattern_shape!r}. "
+                "Crop the patterns to a square around the bright-field disk first."
+            )
+        _choice("angle_prior", angle_prior, ANGLE_PRIORS)
+        _choice("likelihood", likelihood, LIKELIHOODS)
+        _choice("decoder", decoder, DECODERS)
+        _choice("encoder", encoder, ENCODERS)
+        if interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                f"interpolation must be 'bilinear' or 'bicubic'; got {interpolation!r}"
+            )
+        if int(latent_dim) != latent_dim or latent_dim < 0:
+            raise ValueError(f"latent_dim must be a non-negative integer; got {latent_dim!r}")
+        if int(symmetry) != symmetry or symmetry < 1:
+            raise ValueError(f"symmetry must be a positive integer (n-fold); got {symmetry!r}")
+        if angle_prior_scale is None:
+            angle_prior_scale = 0.1 if angle_prior == "free" else 1.0
+        if not angle_prior_scale > 0:
+            raise ValueError(f"angle_prior_scale must be > 0 radians; got {angle_prior_scale!r}")
+        if isinstance(scale, str):
+            if scale != "learned":
+                raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
+        elif not scale > 0:
+            raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
+        self.config = _Config(
+            pattern_shape=shape,
+            latent_dim=int(latent_dim),
+            angle_prior=angle_prior,
+            angle_prior_scale=float(angle_prior_scale),
+            symmetry=int(symmetry),
+            translation=bool(translation),
+            translation_prior_scale=float(translation_prior_scale),
+            likelihood=likelihood,
+            scale=scale if isinstance(scale, str) else float(scale),
+            decoder=decoder,
+            encoder=encoder,
+            decoder_hidden=tuple(int(h) for h in decoder_hidden),
+            encoder_hidden=tuple(int(h) for h in encoder_hidden),
+            interpolation=interpolation,
+            seed=int(seed),
+        )
+        self._pyro_name = f"rrvae{next(_ids)}"
+        size = shape[0]
+        n_angle = 2 if angle_prior == "periodic" else 3
+        self._n_angle = n_angle
+        n_out = n_angle + 2 * self.config.latent_dim + (4 if translation else 0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if encoder == "polar":
+                self.encoder = PolarEncoder(size, n_out, self.config.encoder_hidden, symmetry)
+            else:
+                self.encoder = MLPEncoder(size * size, n_out, self.config.encoder_hidden)
+            if decoder == "spatial":
+                self.decoder = SpatialDecoder(
+                    size, self.config.latent_dim, self.config.decoder_hidden
+                )
+            else:
+                self.decoder = ImageDecoder(
+                    size, self.config.latent_dim, self.config.decoder_hidden, interpolation
+                )
+        if scale == "learned":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(0.1)))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def pattern_shape(self) -> tuple[int, int]:
+        """(H, W) of the patterns the model was built for."""
+        return self.config.pattern_shape
+
+    @property
+    def latent_dim(self) -> int:
+        """Number of content latents."""
+        return self.config.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ pieces
+    def _encode_raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder outputs as distribution parameters."""
+        cfg = self.config
+        out = self.encoder(x)
+        i = self._n_angle
+        params: dict[str, torch.Tensor] = {}
+        if cfg.angle_prior == "periodic":
+            params["angle_dir"] = out[:, :2]  # concentration vector of the projected normal
+        else:
+            # the direction of the first two outputs encodes symmetry * angle for every encoder
+            params["angle_loc"] = torch.atan2(out[:, 1], out[:, 0]) / cfg.symmetry
+            params["angle_scale"] = F.softplus(out[:, 2]) + 1e-4
+        d = cfg.latent_dim
+        params["z_loc"] = out[:, i : i + d]
+        params["z_scale"] = F.softplus(out[:, i + d : i + 2 * d]) + 1e-4
+        if cfg.translation:
+            j = i + 2 * d
+            params["t_loc"] = out[:, j : j + 2]
+            params["t_scale"] = F.softplus(out[:, j + 2 : j + 4]) + 1e-4
+        return params
+
+    def _angle_from_site(self, value: torch.Tensor) -> torch.Tensor:
+        """Rotation angle (rad) from the value of the angle site."""
+        if self.config.angle_prior == "periodic":
+            return torch.atan2(value[..., 1], value[..., 0]) / self.config.symmetry
+        return value
+
+    def _render(self, z, angle, translation=None) -> torch.Tensor:
+        """Decoder output at the given pose: the mean (Gaussian) or the logits (Bernoulli)."""
+        return self.decoder(z, angle, translation)
+
+    def _likelihood(self, out: torch.Tensor):
+        cfg = self.config
+        if cfg.likelihood == "gaussian":
+            sigma = self.log_scale.exp() if cfg.scale == "learned" else cfg.scale
+            return dist.Normal(out, sigma)
+        if cfg.likelihood == "bernoulli":
+            # Data in [0, 1] that are not binary: the Bernoulli log-likelihood is still the
+            # binary cross-entropy, so argument validation is switched off for this site only.
+            return dist.Bernoulli(logits=out, validate_args=False)
+        return dist.ContinuousBernoulli(logits=out)
+
+    def _mean(self, out: torch.Tensor) -> torch.Tensor:
+        if self.config.likelihood == "gaussian":
+            return out
+        if self.config.likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        return dist.ContinuousBernoulli(logits=out).mean
+
+    # ------------------------------------------------------------------ Pyro model / guide
+    def model(self, x: torch.Tensor, kl_weight: float = 1.0):
+        """Generative model p(x, z, angle[, t]) for a batch x of shape (B, H, W)."""
+        pyro.module(self._pyro_name, self)
+        cfg = self.config
+        b = x.shape[0]
+        opts = dict(device=x.device, dtype=x.dtype)
+        with pyro.plate("patterns", b):
+            with poutine.scale(scale=kl_weight):
+                z = pyro.sample(
+                    "z",
+                    dist.Normal(torch.zeros(b, cfg.latent_dim, **opts), 1.0).to_event(1),
+                )
+                if cfg.angle_prior == "periodic":
+                    value = pyro.sample(
+                        "angle_dir", dist.ProjectedNormal(torch.zeros(b, 2, **opts))
+                    )
+                else:
+                    if cfg.angle_prior == "gaussian":
+                        loc = torch.zeros(b, **opts)
+                    else:  # "free": centred on the encoder's mean, so the KL has no mean term
+                        loc = self._encode_raw(x)["angle_loc"]
+                    value = pyro.sample("angle", dist.Normal(loc, cfg.angle_prior_scale))
+                t = None
+                if cfg.translation:
+                    t = pyro.sample(
+                        "translation",
+                        dist.Normal(torch.zeros(b, 2, **opts), cfg.translation_prior_scale)
+                        .to_event(1),
+                    )
+            out = self._render(z, self._angle_from_site(value), t)
+            pyro.sample("obs", self._likelihood(out).to_event(2), obs=x)
+        return out
+
+    def guide(self, x: torch.Tensor, kl_weight: float = 1.0):
+        """Amortised posterior q(z, angle[, t] | x) for a batch x of shape (B, H, W)."""
+        pyro.module(self._pyro_name, self)
+        cfg = self.config
+        p = self._encode_raw(x)
+        with pyro.plate("patterns", x.shape[0]), poutine.scale(scale=kl_weight):
+            pyro.sample("z", dist.Normal(p["z_loc"], p["z_scale"]).to_event(1))
+            if cfg.angle_prior == "periodic":
+                pyro.sample("angle_dir", dist.ProjectedNormal(p["angle_dir"]))
+            else:
+                pyro.sample("angle", dist.Normal(p["angle_loc"], p["angle_scale"]))
+            if cfg.translation:
+                pyro.sample("translation", dist.Normal(p["t_loc"], p["t_scale"]).to_event(1))
+
+    # ------------------------------------------------------------------ user API
+    def _check(self, patterns) -> torch.Tensor:
+        return as_patterns(
+            patterns,
+            self.pattern_shape,
+            unit_interval=self.config.likelihood != "gaussian",
+        )
+
+    @torch.no_grad()
+    def encode(self, patterns, batch_size: int = 1024, progress: bool | None = None) -> Encoding:
+        """Posterior summaries of ``patterns`` (N, H, W); see :class:`Encoding`.
+
+        Parameters
+        ----------
+        patterns : numpy.ndarray or torch.Tensor
+            (N, H, W) = (N, ky, kx).
+        batch_size : int
+            Patterns per forward pass.
+        progress : bool, optional
+            Show a progress bar (default: only for more than 20 batches).
+        """
+        x = self._check(patterns)
+        cfg = self.config
+        was_training = self.training
+        self.eval()
+        chunks: dict[str, list[np.ndarray]] = {}
+        starts = range(0, x.shape[0], batch_size)
+        show = len(starts) > 20 if progress is None else progress
+        for s in tqdm(starts, desc="encoding", unit="batch", disable=not show):
+            p = self._encode_raw(x[s : s + batch_size].to(self.device))
+            if cfg.angle_prior == "periodic":
+                c = p["angle_dir"]
+                psi = torch.atan2(c[:, 1], c[:, 0])
+                rho = _projected_normal_resultant(c.norm(dim=-1)).clamp(1e-12, 1.0)
+                angle = psi / cfg.symmetry
+                angle_std = torch.sqrt(-2 * torch.log(rho)) / cfg.symmetry
+            else:
+                angle, angle_std = p["angle_loc"], p["angle_scale"]
+            vals = {
+                "angle": wrap_angle(angle, cfg.symmetry),
+                "angle_std": angle_std,
+                "z": p["z_loc"],
+                "z_std": p["z_scale"],
+            }
+            if cfg.translation:
+                vals["translation"] = p["t_loc"]
+                vals["translation_std"] = p["t_scale"]
+            for k, v in vals.items():
+                chunks.setdefault(k, []).append(v.cpu().numpy())
+        self.train(was_training)
+        res = {k: np.concatenate(v) for k, v in chunks.items()}
+        if cfg.translation:
+            size = cfg.pattern_shape[0]
+            res["translation"] = translation_to_pixels(res["translation"], size)
+            # std of (tx, ty) in half-widths -> std of (dy, dx) in pixels
+            res["translation_std"] = res["translation_std"][..., ::-1] * (size - 1) / 2
+        return Encoding(**res)
+
+    @torch.no_grad()
+    def decode(self, z, angle=0.0, translation=None) -> np.ndarray:
+        """Render patterns from content latents at any pose.
+
+        Parameters
+        ----------
+        z : array-like
+            (M, latent_dim) or (latent_dim,) content latents.
+        angle : float or array-like
+            Angle(s) in radians, scalar or (M,); positive = counter-clockwise on screen.
+        translation : array-like, optional
+            (M, 2) or (2,) shifts in pixels along (ky, kx) (model must have translation latents
+            for them to be meaningful; the decoder applies them in any case).
+
+        Returns
+        -------
+        numpy.ndarray
+            (M, H, W) expected patterns (for Bernoulli likelihoods: probabilities), or (H, W)
+            for a single ``z`` of shape (latent_dim,).
+        """
+        dev = self.device
+        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev)
+        single = zt.ndim == 1
+        zt = zt.reshape(-1, self.latent_dim) if self.latent_dim else zt.reshape(-1, 0)
+        m = zt.shape[0]
+        a = torch.as_tensor(np.asarray(angle, dtype=np.float32), device=dev)
+        a = a.expand(m) if a.ndim == 0 else a.reshape(m)
+        t = None
+        if translation is not None:
+            size = self.pattern_shape[0]
+            tp = torch.as_tensor(np.asarray(translation, dtype=np.float32), device=dev)
+            tp = tp.reshape(-1, 2).expand(m, 2)
+            half = (size - 1) / 2
+            t = torch.stack([tp[:, 1] / half, -tp[:, 0] / half], dim=-1)
+        was_training = self.training
+        self.eval()
+        out = self._mean(self._render(zt, a, t)).cpu().numpy()
+        self.train(was_training)
+        return out[0] if single else out
+
+    def reconstruct(self, patterns, batch_size: int = 1024) -> np.ndarray:
+        """Decode each pattern's posterior mean latents at its own encoded pose: (N, H, W)."""
+        enc = self.encode(patterns, batch_size=batch_size, progress=False)
+        outs = []
+        for s in range(0, len(enc.angle), batch_size):
+            sl = slice(s, s + batch_size)
+            t = None if enc.translation is None else enc.translation[sl]
+            outs.append(self.decode(enc.z[sl], enc.angle[sl], t))
+        return np.concatenate(outs)
+
+    def manifold(self, n: int = 8, extent: float = 2.0, dims=(0, 1), angle: float = 0.0):
+        """A grid of decoded patterns over two content latents (others held at 0).
+
+        Parameters
+        ----------
+        n : int
+            Grid points per axis.
+        extent : float
+            The grid spans [-extent, extent] in each latent (prior standard deviations).
+        dims : (int, int)
+            Which content latents span the columns (first) and the rows (second).
+        angle : float
+            Pose (radians) at which every pattern is rendered.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, n, H, W): ``images[i, j]`` has ``z[dims[0]] = values[j]`` and
+            ``z[dims[1]] = values[n - 1 - i]`` with ``values = np.linspace(-extent, extent, n)``,
+            so that a mosaic shows the second latent increasing upwards. For ``latent_dim == 1``
+            the result is (n, H, W) along that latent.
+        """
+        if self.latent_dim == 0:
+            raise ValueError("The model has no content latents (latent_dim=0): nothing to span.")
+        values = np.linspace(-extent, extent, n)
+        if self.latent_dim == 1:
+            return self.decode(values[:, None], angle)
+        d0, d1 = dims
+        if not (0 <= d0 < self.latent_dim and 0 <= d1 < self.latent_dim and d0 != d1):
+            raise ValueError(f"dims must be two different latents in [0, {self.latent_dim}).")
+        z = np.zeros((n, n, self.latent_dim), dtype=np.float32)
+        z[:, :, d0] = values[None, :]
+        z[:, :, d1] = values[::-1, None]
+        h, w = self.pattern_shape
+        return self.decode(z.reshape(-1, self.latent_dim), angle).reshape(n, n, h, w)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Write weights, configuration and package version to ``path`` (atomically)."""
+        path = Path(path)
+        payload = {
+            "kind": _FILE_KIND,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "config": {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in asdict(self.config).items()},
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, device=None) -> RrVAE:
+        """Load a model written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If the file is not an rrvae-nb model, is corrupt or truncated, or was written with an
+            incompatible file format version.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No model file at {path}.")
+        try:
+            payload = torch.load(_io.BytesIO(path.read_bytes()), map_location="cpu",
+                                 weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+            raise ValueError(
+                f"{path} is not a readable rrvae-nb model file (corrupt or truncated?): {err}"
+            ) from err
+        if not isinstance(payload, dict) or payload.get("kind") != _FILE_KIND:
+            raise ValueError(f"{path} is not an rrvae-nb model file (saved with RrVAE.save).")
+        fv = payload.get("format_version")
+        if fv != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written by rrvae-nb {payload.get('package_version')} in model file "
+                f"format {fv}; this rrvae-nb {__version__} reads format {FORMAT_VERSION}. Load it "
+                f"with rrvae-nb {payload.get('package_version')} or retrain the model."
+            )
+        cfg = dict(payload["config"])
+        cfg.pop("extra", None)
+        shape = cfg.pop("pattern_shape")
+        latent_dim = cfg.pop("latent_dim")
+        model = cls(shape, latent_dim, **cfg)
+        model.load_state_dict(payload["state_dict"])
+        if device is not None:
+            model.to(device)
+        return model
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"pattern_shape={c.pattern_shape}, latent_dim={c.latent_dim}, "
+            f"angle_prior={c.angle_prior!r}, symmetry={c.symmetry}, encoder={c.encoder!r}, "
+            f"decoder={c.decoder!r}, "
+            f"likelihood={c.likelihood!r}, translation={c.translation}"
+        )
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}; got {value!r}.")

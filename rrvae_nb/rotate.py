@@ -1,0 +1,182 @@
+"""Pose transforms of diffraction patterns: the one definition of "rotate by an angle".
+
+Convention (used by the model, the tests and every chapter)
+-----------------------------------------------------------
+Patterns are arrays (..., H, W) = (..., ky, kx) shown with ``matplotlib.pyplot.imshow`` in its
+default ``origin='upper'`` (row 0 at the top). A **positive angle turns the displayed image
+counter-clockwise**: a bright spot to the right of the centre moves to the top for +pi/2,
+exactly like ``numpy.rot90(pattern)``. Angles are in radians.
+
+Internally every pixel has normalised coordinates ``(x, y)`` in [-1, 1] with ``x`` to the right
+(along kx) and ``y`` **up** on screen (against ky), so that the rotation matrix has its textbook
+form.
+An image rendered at pose ``(angle, t)`` is the canonical image sampled at
+``R(-angle) @ (p - t)``. Translations ``t`` are in the same normalised units (1 = half the pattern
+width); :func:`translation_to_pixels` converts them to (dy, dx) pixels along (ky, kx).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "coordinate_grid",
+    "pose_coordinates",
+    "sample_at_pose",
+    "rotate_patterns",
+    "wrap_angle",
+    "translation_to_pixels",
+]
+
+
+def coordinate_grid(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalised pixel-centre coordinates of a square ``size`` x ``size`` pattern.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (size, size, 2) with ``[..., 0] = x`` (right, along kx) and ``[..., 1] = y`` (up,
+        against ky), both from -1 to 1 at the outermost pixel centres.
+    """
+    lin = torch.linspace(-1.0, 1.0, size, device=device, dtype=dtype)
+    y = -lin[:, None].expand(size, size)  # row 0 is at the top: y = +1
+    x = lin[None, :].expand(size, size)
+    return torch.stack([x, y], dim=-1)
+
+
+def pose_coordinates(
+    grid: torch.Tensor, angle: torch.Tensor, translation: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Canonical-frame coordinates ``R(-angle) (p - t)`` of every pixel for a batch of poses.
+
+    Parameters
+    ----------
+    grid : torch.Tensor
+        (H, W, 2) pixel coordinates ``(x, y)`` from :func:`coordinate_grid`.
+    angle : torch.Tensor
+        (B,) rotation angles in radians (positive = counter-clockwise on screen).
+    translation : torch.Tensor, optional
+        (B, 2) translations ``(tx, ty)`` in normalised units (x right, y up).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, H, W, 2) coordinates ``(x, y)`` at which the canonical image is sampled.
+    """
+    p = grid.unsqueeze(0)  # (1, H, W, 2)
+    if translation is not None:
+        p = p - translation[:, None, None, :]
+    c = torch.cos(angle)[:, None, None]
+    s = torch.sin(angle)[:, None, None]
+    x, y = p[..., 0], p[..., 1]
+    # R(-a) = [[cos a, sin a], [-sin a, cos a]]
+    return torch.stack([c * x + s * y, -s * x + c * y], dim=-1)
+
+
+def sample_at_pose(
+    images: torch.Tensor,
+    angle: torch.Tensor,
+    translation: torch.Tensor | None = None,
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Render canonical images at the given poses by differentiable interpolation.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        (B, H, W) canonical images (pose 0), square.
+    angle : torch.Tensor
+        (B,) angles in radians, positive = counter-clockwise on screen.
+    translation : torch.Tensor, optional
+        (B, 2) normalised translations ``(tx, ty)``.
+    mode : {"bilinear", "bicubic", "nearest"}
+        Interpolation of :func:`torch.nn.functional.grid_sample`. Pixels that come from outside
+        the canonical image take the value of its nearest border pixel.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, H, W) rendered images.
+    """
+    size = images.shape[-1]
+    grid = coordinate_grid(size, device=images.device, dtype=images.dtype)
+    q = pose_coordinates(grid, angle, translation)
+    # grid_sample wants (x right, y DOWN) in [-1, 1] with align_corners=True at pixel centres.
+    gs = torch.stack([q[..., 0], -q[..., 1]], dim=-1)
+    out = F.grid_sample(
+        images.unsqueeze(1), gs, mode=mode, padding_mode="border", align_corners=True
+    )
+    return out.squeeze(1)
+
+
+def rotate_patterns(patterns, angle, order: int = 3):
+    """Rotate patterns about their centre (counter-clockwise on screen for a positive angle).
+
+    Parameters
+    ----------
+    patterns : numpy.ndarray or torch.Tensor
+        (N, H, W) or (H, W) square patterns (ky, kx).
+    angle : float or array-like
+        Angle(s) in radians: a scalar or one per pattern, shape (N,).
+    order : {0, 1, 3}
+        Interpolation order: nearest, bilinear or bicubic.
+
+    Returns
+    -------
+    Same type as ``patterns``, same shape. Areas rotated in from outside the frame take the
+    border value.
+    """
+    mode = {0: "nearest", 1: "bilinear", 3: "bicubic"}.get(order)
+    if mode is None:
+        raise ValueError(f"order must be 0, 1 or 3; got {order!r}.")
+    is_numpy = not isinstance(patterns, torch.Tensor)
+    x = torch.as_tensor(np.asarray(patterns) if is_numpy else patterns)
+    dtype_in = x.dtype
+    x = x.to(torch.float64 if dtype_in == torch.float64 else torch.float32)
+    single = x.ndim == 2
+    if single:
+        x = x[None]
+    if x.ndim != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"Expected square patterns (N, H, W) or (H, W); got shape {tuple(x.shape)}."
+        )
+    a = torch.as_tensor(np.asarray(angle, dtype=np.float64), dtype=x.dtype, device=x.device)
+    a = a.expand(x.shape[0]) if a.ndim == 0 else a
+    if a.shape != (x.shape[0],):
+        raise ValueError(f"Need one angle or one per pattern ({x.shape[0]}); got {tuple(a.shape)}.")
+    out = sample_at_pose(x, a, mode=mode)
+    if single:
+        out = out[0]
+    if is_numpy:
+        return out.numpy().astype(np.asarray(patterns).dtype, copy=False)
+    return out.to(dtype_in)
+
+
+def wrap_angle(angle, symmetry: int = 1):
+    """Wrap angles (rad) into [-pi/n, pi/n) for n-fold symmetry (n = ``symmetry``)."""
+    period = 2 * np.pi / symmetry
+    if isinstance(angle, torch.Tensor):
+        return torch.remainder(angle + period / 2, period) - period / 2
+    return np.mod(np.asarray(angle) + period / 2, period) - period / 2
+
+
+def translation_to_pixels(translation, size: int):
+    """Convert normalised model translations ``(tx, ty)`` to pixel shifts ``(dy, dx)``.
+
+    Parameters
+    ----------
+    translation : array-like
+        (..., 2) normalised ``(tx, ty)`` with y up.
+    size : int
+        Pattern width in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., 2) shifts along (ky, kx) in pixels: ``dy`` positive downwards (increasing row).
+    """
+    t = np.asarray(translation, dtype=np.float64)
+    half = (size - 1) / 2
+    return np.stack([-t[..., 1] * half, t[..., 0] * half], axis=-1)

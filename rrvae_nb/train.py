@@ -1,0 +1,208 @@
+"""Training an :class:`~rrvae_nb.model.RrVAE` by stochastic variational inference."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from tqdm.auto import tqdm
+
+from ._checks import as_patterns
+from .model import RrVAE
+
+__all__ = ["fit", "evaluate", "History", "linear_warmup"]
+
+
+@dataclass
+class History:
+    """What happened during :func:`fit`.
+
+    Attributes
+    ----------
+    train_loss : list of float
+        Per epoch: the training objective per pattern (negative ELBO with the KL weight of that
+        epoch), averaged over the epoch's minibatches.
+    val_loss : list of float
+        Per epoch: held-out negative ELBO per pattern (KL weight 1), from ``svi.evaluate_loss``;
+        empty when ``val_fraction == 0``.
+    kl_weight : list of float
+        KL weight of each epoch.
+    seconds : list of float
+        Wall-clock seconds of each epoch (training and held-out evaluation).
+    train_index, val_index : numpy.ndarray
+        Indices of the patterns used for training and held out.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    kl_weight: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs run."""
+        return len(self.train_loss)
+
+
+def linear_warmup(epochs: int, start: float = 0.0, end: float = 1.0) -> Callable[[int], float]:
+    """KL-weight schedule rising linearly from ``start`` to ``end`` over ``epochs`` epochs."""
+    if epochs < 1:
+        raise ValueError(f"warm-up epochs must be >= 1; got {epochs}")
+
+    def schedule(epoch: int) -> float:
+        return float(start + (end - start) * min(1.0, epoch / epochs))
+
+    return schedule
+
+
+def _resolve_device(model: RrVAE, device) -> torch.device:
+    if device is None:
+        return model.device
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA GPU is available: use 'cpu'.")
+    return dev
+
+
+def _svi(model: RrVAE, lr: float, num_particles: int = 1) -> SVI:
+    # Fresh param-store entries for this model, so the optimiser steps the module's own tensors.
+    store = pyro.get_param_store()
+    for name in [n for n in store.keys() if n.startswith(model._pyro_name + "$$$")]:
+        del store[name]
+    return SVI(
+        model.model,
+        model.guide,
+        pyro.optim.Adam({"lr": lr}),
+        Trace_ELBO(num_particles=num_particles),
+    )
+
+
+def evaluate(model: RrVAE, patterns, batch_size: int = 512, device=None) -> float:
+    """Negative ELBO per pattern on ``patterns`` (KL weight 1) without touching the weights.
+
+    Uses ``SVI.evaluate_loss`` (no gradient step, no optimiser state).
+    """
+    x = as_patterns(patterns, model.pattern_shape,
+                    unit_interval=model.config.likelihood != "gaussian")
+    dev = _resolve_device(model, device)
+    model.to(dev)
+    svi = _svi(model, lr=0.0)
+    return _evaluate(svi, x, batch_size, dev)
+
+
+def _evaluate(svi: SVI, x: torch.Tensor, batch_size: int, dev) -> float:
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            total += svi.evaluate_loss(x[s : s + batch_size].to(dev), kl_weight=1.0)
+    return total / x.shape[0]
+
+
+def fit(
+    model: RrVAE,
+    patterns,
+    epochs: int = 100,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    kl_weight: float | Callable[[int], float] = 1.0,
+    device=None,
+    progress: bool = True,
+    num_particles: int = 1,
+) -> History:
+    """Train ``model`` on ``patterns`` with SVI (Trace_ELBO, Adam).
+
+    Parameters
+    ----------
+    model : RrVAE
+        The model; trained in place.
+    patterns : numpy.ndarray or torch.Tensor
+        (N, H, W) = (N, ky, kx), e.g. from :func:`rrvae_nb.preprocess.prepare`.
+    epochs : int
+        Passes over the training patterns.
+    batch_size : int
+        Patterns per SVI step (the authors used 20; larger batches are faster per epoch).
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seeds the train/validation split, the minibatch order and the ELBO's samples: the same
+        seed, data, model initialisation and device give identical weights.
+    val_fraction : float
+        Fraction of patterns held out for the validation loss (the authors: 0.15); 0 disables it.
+    kl_weight : float or callable
+        Weight of the latent sites (``poutine.scale``), constant or a function of the epoch
+        (e.g. :func:`linear_warmup`).
+    device : str or torch.device, optional
+        Where to train (default: where the model is). ``"cuda"`` needs a GPU.
+    progress : bool
+        Show a tqdm progress bar with the current losses.
+    num_particles : int
+        ELBO samples per pattern.
+
+    Returns
+    -------
+    History
+    """
+    if int(epochs) != epochs or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0; got {lr!r}")
+    schedule = kl_weight if callable(kl_weight) else (lambda epoch: float(kl_weight))
+    x = as_patterns(patterns, model.pattern_shape,
+                    unit_interval=model.config.likelihood != "gaussian")
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and (n_val < 1 or n - n_val < 1):
+        raise ValueError(
+            f"{n} patterns are too few to hold out {val_fraction:.0%} for validation: pass more "
+            "patterns or val_fraction=0."
+        )
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    dev = _resolve_device(model, device)
+    model.to(dev)
+    model.train()
+    x_train = x[train_idx].to(dev)
+    x_val = x[val_idx]
+    pyro.set_rng_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    svi = _svi(model, lr, num_particles)
+    hist = History(train_index=train_idx, val_index=val_idx)
+    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        beta = float(schedule(epoch))
+        perm = torch.randperm(x_train.shape[0], generator=gen).to(dev)
+        total = 0.0
+        for s in range(0, x_train.shape[0], batch_size):
+            loss = svi.step(x_train[perm[s : s + batch_size]], kl_weight=beta)
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"The loss became {loss} in epoch {epoch}: lower lr, scale the data to "
+                    "[0, 1] (rrvae_nb.preprocess.normalise) or use a larger likelihood scale."
+                )
+            total += loss
+        hist.train_loss.append(total / x_train.shape[0])
+        hist.kl_weight.append(beta)
+        if n_val:
+            hist.val_loss.append(_evaluate(svi, x_val, 4 * batch_size, dev))
+        hist.seconds.append(time.perf_counter() - t0)
+        post = {"train": f"{hist.train_loss[-1]:.4g}"}
+        if n_val:
+            post["val"] = f"{hist.val_loss[-1]:.4g}"
+        bar.set_postfix(post)
+    model.eval()
+    return hist
