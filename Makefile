@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check rrvae_nb tests bench
+	$(VENV)/bin/ruff check rrvae_nb tests bench tools book/_ext
 
 bench: setup
 	$(PY) -m bench
@@ -31,11 +31,27 @@ bench: setup
 data: setup
 	$(PY) data/make_data.py
 
-book: setup
-	@echo "(book skeleton; chapters land with the book issue)"
+# The book: every chapter executed in full mode, HTML in book/_build/full/_build/html,
+# warnings are errors. book-quick runs the chapters with RRVAE_NB_QUICK=1 into book/_build/quick.
+# browser-check opens every page of a built book in headless Chromium (Debian's package,
+# installed when missing) and writes screenshots; BOOK_VARIANT=quick checks the quick build.
+.PHONY: book-quick browser-check
+BOOK_VARIANT ?= full
 
+book: setup
+	$(PY) tools/build_book.py --variant full
+
+book-quick: setup
+	$(PY) tools/build_book.py --variant quick
+
+browser-check: setup
+	$(PY) tools/browser_check.py --variant $(BOOK_VARIANT) --install-browser
+
+# JupyterLab on the chapters, in the project's .venv (root needs --allow-root).
+# Extra options: make lab LAB_ARGS="--no-browser --port=8899".
+LAB_ARGS ?=
 lab: setup
-	@echo "(lab lands with the book issue)"
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf book/_build .pytest_cache

@@ -318,7 +318,7 @@ class RrVAE(nn.Module):
         b = x.shape[0]
         opts = dict(device=x.device, dtype=x.dtype)
         with pyro.plate("patterns", b):
-            with poutine.scale(scale=kl_weight):
+            with _kl(kl_weight):
                 z = pyro.sample(
                     "z",
                     dist.Normal(torch.zeros(b, cfg.latent_dim, **opts), 1.0).to_event(1),
@@ -349,7 +349,7 @@ class RrVAE(nn.Module):
         pyro.module(self._pyro_name, self)
         cfg = self.config
         p = self._encode_raw(x)
-        with pyro.plate("patterns", x.shape[0]), poutine.scale(scale=kl_weight):
+        with pyro.plate("patterns", x.shape[0]), _kl(kl_weight):
             pyro.sample("z", dist.Normal(p["z_loc"], p["z_scale"]).to_event(1))
             if cfg.angle_prior == "periodic":
                 pyro.sample("angle_dir", dist.ProjectedNormal(p["angle_dir"]))
@@ -572,6 +572,16 @@ class RrVAE(nn.Module):
             f"decoder={c.decoder!r}, "
             f"likelihood={c.likelihood!r}, translation={c.translation}"
         )
+
+
+def _kl(weight: float):
+    """Weight the latent sites' log-densities: ``poutine.scale``, or a mask for weight 0 (Pyro
+    refuses a zero scale) so that a KL warm-up can start from nothing."""
+    if weight < 0:
+        raise ValueError(f"kl_weight must be >= 0; got {weight!r}")
+    if weight == 0:
+        return poutine.mask(mask=False)
+    return poutine.scale(scale=weight)
 
 
 def _choice(name: str, value, options) -> None:

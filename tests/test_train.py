@@ -1,0 +1,134 @@
+"""The trainer: learning happens, held-out evaluation is read-only, seeds make runs repeatable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pyro import poutine
+
+import rrvae_nb as rr
+from rrvae_nb.synthetic import rotated_shapes
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def data():
+    return rotated_shapes(300, SIZE, n_templates=2, seed=0).patterns
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_training_lowers_heldout_loss_and_changes_weights(data):
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    before = weights(model)
+    hist = rr.fit(model, data, epochs=8, batch_size=32, lr=3e-3, progress=False)
+    assert hist.epochs == 8 and len(hist.val_loss) == 8 and len(hist.seconds) == 8
+    assert np.all(np.isfinite(hist.train_loss)) and np.all(np.isfinite(hist.val_loss))
+    assert hist.val_loss[-1] < hist.val_loss[0] - 50  # nats per pattern
+    assert any(not torch.equal(before[k], v) for k, v in weights(model).items())
+    assert len(hist.val_index) == 45 and len(hist.train_index) == 255
+    assert not set(hist.val_index) & set(hist.train_index)
+
+
+def test_evaluate_does_not_move_the_weights(data):
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    rr.fit(model, data, epochs=1, batch_size=32, progress=False)
+    before = weights(model)
+    loss = rr.evaluate(model, data[:50])
+    assert np.isfinite(loss)
+    after = weights(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(data):
+    def run(seed):
+        model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+        rr.fit(model, data, epochs=2, batch_size=32, seed=seed, progress=False)
+        return weights(model)
+
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_initialisation_seed():
+    a = weights(rr.RrVAE((SIZE, SIZE), 2, seed=4))
+    b = weights(rr.RrVAE((SIZE, SIZE), 2, seed=4))
+    c = weights(rr.RrVAE((SIZE, SIZE), 2, seed=5))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_kl_schedule_is_recorded_and_used(data):
+    sched = rr.linear_warmup(4)
+    assert [sched(e) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    hist = rr.fit(model, data, epochs=3, batch_size=64, kl_weight=sched, progress=False)
+    assert hist.kl_weight == [0.0, 0.25, 0.5]
+    # weight 0: the latent sites leave the ELBO, only the reconstruction term is left
+    x = torch.from_numpy(data[:8])
+    guide_tr = poutine.trace(model.guide).get_trace(x, kl_weight=0.0)
+    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(
+        x, kl_weight=0.0
+    )
+    elbo = model_tr.log_prob_sum() - guide_tr.log_prob_sum()
+    assert torch.allclose(elbo, model_tr.nodes["obs"]["fn"].log_prob(x).sum())
+    with pytest.raises(ValueError, match="kl_weight"):
+        rr.fit(model, data, epochs=1, kl_weight=-1.0, progress=False)
+    with pytest.raises(ValueError):
+        rr.linear_warmup(0)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(likelihood="bernoulli"), dict(likelihood="continuous_bernoulli"),
+     dict(scale="learned"), dict(angle_prior="gaussian"), dict(angle_prior="free"),
+     dict(translation=True), dict(encoder="mlp")],
+)
+def test_every_option_trains_without_nan(data, kw):
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0, **kw)
+    hist = rr.fit(model, data, epochs=4, batch_size=32, lr=3e-3, progress=False)
+    assert np.all(np.isfinite(hist.val_loss))
+    assert hist.val_loss[-1] < hist.val_loss[0]
+
+
+def test_learned_scale_moves_toward_the_noise_level():
+    d = rotated_shapes(300, SIZE, n_templates=2, noise=0.05, seed=1).patterns
+    model = rr.RrVAE((SIZE, SIZE), 2, scale="learned", seed=0)
+    start = float(model.log_scale.detach().exp())
+    rr.fit(model, d, epochs=15, batch_size=32, lr=3e-3, progress=False)
+    sigma = float(model.log_scale.detach().exp())
+    resid = float(np.std(model.reconstruct(d) - d))
+    # Adam moves the log-scale by about lr per step: it heads for the residual level from above
+    assert resid < sigma < start - 0.01
+
+
+def test_no_validation_split(data):
+    hist = rr.fit(rr.RrVAE((SIZE, SIZE), 2), data[:40], epochs=1, val_fraction=0,
+                  progress=False)
+    assert hist.val_loss == [] and len(hist.train_index) == 40
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [(dict(epochs=-1), "epochs"), (dict(batch_size=0), "batch_size"),
+     (dict(val_fraction=1.0), "val_fraction"), (dict(lr=0), "lr")],
+)
+def test_bad_arguments(data, kw, match):
+    with pytest.raises(ValueError, match=match):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, progress=False, **kw)
+
+
+def test_too_few_patterns_for_a_split(data):
+    with pytest.raises(ValueError, match="too few"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data[:3], val_fraction=0.1, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, device="cuda", progress=False)

@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""Open every page of the built book in headless Chromium and check what a reader would see.
+
+For each page listed in book/_toc.yml the check loads the built HTML from a local web server on
+127.0.0.1 and verifies, through Chromium's DevTools protocol:
+
+- the page loads (HTTP 200) and has a title and a first heading;
+- every ``<img>`` has loaded (``naturalWidth > 0``), including lazily loaded ones;
+- Binder and Colab links are in the page; chapter (notebook) pages also carry the theme's launch
+  buttons pointing at that very notebook;
+- every ipywidgets output has its visible static note (book/_static/widget_fallback.js);
+- exercise solutions start collapsed;
+- no JavaScript exception, no console error, and no failed request to the book's own server.
+
+A full-page screenshot of each page goes to ``book/_build/<variant>/screenshots/NAME.png`` and a
+JSON report to ``book/_build/<variant>/browser_check.json``.
+
+Nothing leaves the machine: Chromium resolves every host but 127.0.0.1 to "not found". Requests
+to other hosts (MathJax or widget scripts from a CDN, which a reader's browser fetches online)
+therefore fail here; they are listed in the report and only fail the check with
+``--strict-external``.
+
+Chromium comes from Debian's package: ``--install-browser`` runs
+``apt-get install -y chromium chromium-driver`` when /usr/bin/chromium is missing (as root).
+The DevTools connection uses the ``websocket-client`` package, which jupyter-server (book extra)
+already installs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import book_toc  # noqa: E402  (sibling scripts in tools/)
+import build_book  # noqa: E402
+
+REPO_ROOT = book_toc.REPO_ROOT
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+WINDOW = (1280, 900)
+BINDER_HOST = "mybinder.org"
+COLAB_HOST = "colab.research.google.com"
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+    # Keep every request on this machine: any host but the local server is "not found".
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
+
+# Runs in the page after it loaded: waits for every image (lazy ones are switched to eager), then
+# returns what the checks need. Kept free of anything the theme might not define.
+PAGE_PROBE_JS = r"""
+(async () => {
+  const images = Array.from(document.images);
+  for (const img of images) { if (img.loading === "lazy") { img.loading = "eager"; } }
+  await Promise.all(images.map((img) => img.complete ? null : new Promise((done) => {
+    img.addEventListener("load", done, {once: true});
+    img.addEventListener("error", done, {once: true});
+    setTimeout(done, 10000);
+  })));
+  const visible = (el) => {
+    const box = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    return box.width > 0 && box.height > 0 && style.visibility !== "hidden"
+      && style.display !== "none";
+  };
+  const links = Array.from(document.querySelectorAll("a[href]")).map((a) => a.href);
+  const launch = Array.from(document.querySelectorAll(".dropdown-launch-buttons a[href]"))
+    .map((a) => a.href);
+  const views = document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-view+json"]');
+  const notes = Array.from(document.querySelectorAll(".rrvae-widget-fallback"));
+  const solutions = Array.from(document.querySelectorAll("div.solution"));
+  const h1 = document.querySelector("article h1, main h1, h1");
+  return {
+    title: document.title,
+    h1: h1 ? h1.textContent.replace(/[#¶]/g, "").trim() : "",
+    images: images.map((img) => ({src: img.currentSrc || img.src, width: img.naturalWidth})),
+    binder_links: links.filter((h) => h.includes("BINDER_HOST")),
+    colab_links: links.filter((h) => h.includes("COLAB_HOST")),
+    launch_links: launch,
+    widget_views: views.length,
+    widget_notes_visible: notes.filter(visible).length,
+    solutions: solutions.length,
+    solutions_open: solutions.filter((s) => {
+      const body = Array.from(s.children).filter((c) => !c.classList.contains("admonition-title"));
+      return body.some(visible);
+    }).length,
+  };
+})()
+""".replace("BINDER_HOST", BINDER_HOST).replace("COLAB_HOST", COLAB_HOST)
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up: the browser and the local web server
+# --------------------------------------------------------------------------------------------
+
+
+def find_chromium() -> str | None:
+    """Return the path of Debian's chromium, or None if it is not installed."""
+    for candidate in CHROMIUM_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium")
+
+
+def install_chromium() -> str:
+    """Install Debian's chromium and chromium-driver with apt-get and return the browser path."""
+    if os.geteuid() != 0:
+        raise OSError(
+            "chromium is not installed and installing it needs root: run "
+            "`sudo apt-get install -y chromium chromium-driver`, then this check again"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print("Installing Debian's chromium (apt-get install -y chromium chromium-driver)...")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env
+    )
+    path = find_chromium()
+    if path is None:
+        raise OSError("apt-get reported success but no chromium executable was found")
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):
+    """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) and yield the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class DevTools:
+    """A minimal client of Chromium's DevTools protocol over one browser-level websocket."""
+
+    def __init__(self, websocket_url: str):
+        import websocket  # websocket-client, installed with jupyter-server
+
+        self._ws = websocket.create_connection(websocket_url, timeout=60, suppress_origin=True)
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, session: str | None = None, timeout: float = 60, **params):
+        """Send one command and return its result; events that arrive meanwhile are kept."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        self._ws.send(json.dumps(message))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self._receive(deadline - time.monotonic())
+            if reply is None:
+                continue
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"DevTools {method} failed: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+        raise TimeoutError(f"DevTools {method} got no answer in {timeout} s")
+
+    def wait_for(self, method: str, session: str, timeout: float) -> bool:
+        """Wait until an event ``method`` of ``session`` was received; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event.get("method") == method and event.get("sessionId") == session:
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            event = self._receive(remaining)
+            if event is not None:
+                self.events.append(event)
+
+    def settle(self, quiet: float = 1.0, limit: float = 10.0) -> None:
+        """Collect events until none arrived for ``quiet`` seconds (at most ``limit`` s)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            event = self._receive(min(quiet, deadline - time.monotonic()))
+            if event is None:
+                return
+            self.events.append(event)
+
+    def _receive(self, timeout: float) -> dict | None:
+        import websocket
+
+        self._ws.settimeout(max(timeout, 0.01))
+        try:
+            return json.loads(self._ws.recv())
+        except websocket.WebSocketTimeoutException:
+            return None
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+@contextlib.contextmanager
+def launch_chromium(executable: str):
+    """Start headless Chromium with a fresh profile and yield a connected DevTools client."""
+    with tempfile.TemporaryDirectory(prefix="rrvae-chromium-") as profile:
+        command = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"]
+        log = open(Path(profile).parent / f"{Path(profile).name}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        client = None
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    output = Path(log.name).read_text(errors="replace")[-2000:]
+                    raise OSError(f"chromium did not start (command: {command}):\n{output}")
+                time.sleep(0.1)
+            port, path = port_file.read_text().split()[:2]
+            client = DevTools(f"ws://127.0.0.1:{port}{path}")
+            yield client
+        finally:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.call("Browser.close", timeout=10)
+                client.close()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            log.close()
+            Path(log.name).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PageResult:
+    """What the check found on one page."""
+
+    page: str
+    url: str
+    screenshot: str = ""
+    problems: list[str] = field(default_factory=list)
+    external_failures: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _is_local(url: str, base_url: str) -> bool:
+    return url.startswith(base_url) or urlsplit(url).scheme in ("data", "blob", "about")
+
+
+def _console_text(args: list[dict]) -> str:
+    parts = []
+    for arg in args:
+        parts.append(str(arg.get("value", arg.get("description", arg.get("type", "")))))
+    return " ".join(parts)
+
+
+def classify_events(events: list[dict], base_url: str) -> tuple[list[str], list[str]]:
+    """Split a page's DevTools events into problems and failed requests to other hosts.
+
+    Returns
+    -------
+    problems : list of str
+        JavaScript exceptions, console errors, failed or non-200 requests to the book's server.
+    external : list of str
+        URLs on other hosts that could not be loaded (expected here: the check is offline).
+    """
+    problems: list[str] = []
+    external: list[str] = []
+    request_urls: dict[str, str] = {}
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Network.requestWillBeSent":
+            request_urls[params["requestId"]] = params["request"]["url"]
+        elif method == "Network.loadingFailed":
+            url = request_urls.get(params.get("requestId"), "?")
+            if params.get("canceled"):
+                continue
+            if _is_local(url, base_url):
+                problems.append(f"request failed: {url} ({params.get('errorText')})")
+            else:
+                external.append(url)
+        elif method == "Network.responseReceived":
+            response = params.get("response", {})
+            url, status = response.get("url", ""), response.get("status", 0)
+            if _is_local(url, base_url) and status >= 400:
+                problems.append(f"HTTP {status} for {url}")
+        elif method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            text = details.get("exception", {}).get("description") or details.get("text", "")
+            problems.append(f"JavaScript exception: {text.splitlines()[0] if text else details}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            problems.append(f"console.{params['type']}: {_console_text(params.get('args', []))}")
+        elif method == "Log.entryAdded":
+            entry = params.get("entry", {})
+            if entry.get("level") != "error":
+                continue
+            url = entry.get("url", "")
+            if entry.get("source") == "network":
+                if url and not _is_local(url, base_url):
+                    external.append(url)
+                # local network failures are reported through the Network events above
+                continue
+            problems.append(f"console error ({entry.get('source')}): {entry.get('text')}")
+    return problems, sorted(set(external))
+
+
+def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
+    """Return the problems found in what the page showed (see PAGE_PROBE_JS)."""
+    problems = []
+    title, h1 = facts.get("title", "").strip(), facts.get("h1", "")
+    if not h1:
+        problems.append("no first heading (h1)")
+    if not title or title.startswith("<no title>"):
+        problems.append(f"no page title (document.title={title!r})")
+    elif h1 and not title.startswith(h1):
+        problems.append(f"page title {title!r} does not start with the heading {h1!r}")
+    for image in facts.get("images", []):
+        if image["width"] <= 0:
+            problems.append(f"image did not load: {image['src']}")
+    if not facts.get("binder_links"):
+        problems.append("no Binder link in the page")
+    if not facts.get("colab_links"):
+        problems.append("no Colab link in the page")
+    if is_notebook:
+        notebook = f"{page}.ipynb"
+        launch = facts.get("launch_links", [])
+        if not any(BINDER_HOST in h and notebook in h for h in launch):
+            problems.append(f"no Binder launch button for {notebook} (found: {launch})")
+        if not any(COLAB_HOST in h and notebook in h for h in launch):
+            problems.append(f"no Colab launch button for {notebook} (found: {launch})")
+    views, notes = facts.get("widget_views", 0), facts.get("widget_notes_visible", 0)
+    if views != notes:
+        problems.append(f"{views} widget outputs but {notes} visible static fallback notes")
+    if facts.get("solutions_open", 0):
+        problems.append(
+            f"{facts['solutions_open']} of {facts['solutions']} exercise solutions are open on "
+            "load: give each solution `:class: dropdown`"
+        )
+    return problems
+
+
+def check_page(
+    tools: DevTools, page: str, base_url: str, shot: Path, max_height: int
+) -> PageResult:
+    """Load one page, run the checks, write its screenshot and return the result."""
+    url = base_url + page + ".html"
+    result = PageResult(page=page, url=url, screenshot=str(shot))
+    target = tools.call("Target.createTarget", url="about:blank")["targetId"]
+    session = tools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            tools.call(f"{domain}.enable", session=session)
+        tools.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=session,
+            width=WINDOW[0],
+            height=WINDOW[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        tools.events.clear()
+        navigation = tools.call("Page.navigate", session=session, url=url)
+        if navigation.get("errorText"):
+            result.problems.append(f"page did not load: {navigation['errorText']}")
+            return result
+        if not tools.wait_for("Page.loadEventFired", session, timeout=60):
+            result.problems.append("page did not finish loading within 60 s")
+        tools.settle()
+        probe = tools.call(
+            "Runtime.evaluate",
+            session=session,
+            expression=PAGE_PROBE_JS,
+            awaitPromise=True,
+            returnByValue=True,
+            timeout=60,
+        )
+        if "exceptionDetails" in probe:
+            result.problems.append(f"page probe failed: {probe['exceptionDetails']}")
+            facts = {}
+        else:
+            facts = probe["result"]["value"]
+        tools.settle(quiet=0.5, limit=5)
+        session_events = [e for e in tools.events if e.get("sessionId") == session]
+        problems, external = classify_events(session_events, base_url)
+        is_notebook = (REPO_ROOT / f"{page}.ipynb").exists()
+        result.facts = facts
+        result.problems += problems + check_facts(page, facts, is_notebook)
+        result.external_failures = external
+
+        metrics = tools.call("Page.getLayoutMetrics", session=session)
+        height = metrics.get("cssContentSize", metrics.get("contentSize", {})).get("height", 0)
+        height = int(min(max(height, WINDOW[1]), max_height))
+        shot_data = tools.call(
+            "Page.captureScreenshot",
+            session=session,
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": WINDOW[0], "height": height, "scale": 1},
+        )["data"]
+        book_toc.write_atomic(shot, base64.b64decode(shot_data))
+    finally:
+        with contextlib.suppress(Exception):
+            tools.call("Target.closeTarget", targetId=target, timeout=10)
+    return result
+
+
+def screenshot_names(pages: list[str]) -> dict[str, str]:
+    """Map each page to a screenshot file name: its last path part, or the whole path if taken."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for page in pages:
+        name = page.rsplit("/", 1)[-1]
+        if name in taken:
+            name = page.replace("/", "__")
+        taken.add(name)
+        names[page] = f"{name}.png"
+    return names
+
+
+def run_check(
+    html: Path,
+    pages: list[str],
+    out_dir: Path,
+    chromium: str,
+    max_height: int = 6000,
+    strict_external: bool = False,
+) -> tuple[bool, list[PageResult]]:
+    """Check ``pages`` of the HTML book in ``html``; write screenshots and a report to out_dir."""
+    missing = [p for p in pages if not (html / f"{p}.html").exists()]
+    if missing:
+        raise OSError(
+            f"the built book in {html} lacks {missing}: build it first (make book or make "
+            "book-quick) with the current book/_toc.yml"
+        )
+    shots = out_dir / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    names = screenshot_names(pages)
+    results = []
+    with serve_folder(html) as base_url, launch_chromium(chromium) as tools:
+        version = tools.call("Browser.getVersion").get("product", "?")
+        print(f"{version}: checking {len(pages)} pages served at {base_url}")
+        for page in pages:
+            result = check_page(tools, page, base_url, shots / names[page], max_height)
+            if strict_external and result.external_failures:
+                result.problems += [f"external resource: {u}" for u in result.external_failures]
+            results.append(result)
+            status = "ok  " if result.ok else "FAIL"
+            print(
+                f"  {status} {page}: {len(result.facts.get('images', []))} images, "
+                f"{result.facts.get('widget_views', 0)} widgets, "
+                f"{len(result.external_failures)} external requests blocked"
+            )
+            for problem in result.problems:
+                print(f"       - {problem}")
+    external = sorted({u for r in results for u in r.external_failures})
+    if external:
+        print(
+            f"Not checked (other hosts, blocked offline; readers' browsers fetch them): "
+            f"{len(external)} URLs, e.g. {external[:3]}"
+        )
+    report = {
+        "browser": version,
+        "pages": [r.__dict__ for r in results],
+        "passed": all(r.ok for r in results),
+    }
+    book_toc.write_atomic(out_dir / "browser_check.json", json.dumps(report, indent=2) + "\n")
+    return report["passed"], results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Check every page of the built book in headless Chromium (title, images, Binder/Colab "
+            "links, widget fallbacks, collapsed solutions, no JavaScript errors) and write a "
+            "screenshot of each to book/_build/<variant>/screenshots/."
+        )
+    )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(build_book.VARIANTS),
+        default="full",
+        help="which build to check: full (make book) or quick (make book-quick); default full",
+    )
+    parser.add_argument(
+        "--install-browser",
+        action="store_true",
+        help="apt-get install chromium chromium-driver when /usr/bin/chromium is missing",
+    )
+    parser.add_argument(
+        "--max-height",
+        type=int,
+        default=6000,
+        help="cut full-page screenshots at this many CSS pixels (default 6000)",
+    )
+    parser.add_argument(
+        "--strict-external",
+        action="store_true",
+        help="also fail when a page requests files from other hosts (CDNs)",
+    )
+    args = parser.parse_args(argv)
+
+    chromium = find_chromium()
+    if chromium is None:
+        if not args.install_browser:
+            print(
+                "chromium is not installed: run `apt-get install -y chromium chromium-driver` "
+                "or pass --install-browser",
+                file=sys.stderr,
+            )
+            return 2
+        chromium = install_chromium()
+    html = build_book.html_dir(args.variant)
+    make_target = "make book" if args.variant == "full" else "make book-quick"
+    info_file = build_book.output_dir(args.variant) / "build_info.json"
+    if not (html / "index.html").exists() or not info_file.exists():
+        print(f"no built book in {html}: run `{make_target}` first", file=sys.stderr)
+        return 2
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    if info.get("exit_status") != 0:
+        # Its HTML may be incomplete or stale: a pass here would mean nothing.
+        print(
+            f"the last {args.variant} build failed (exit status {info.get('exit_status')}): "
+            f"fix the warnings it printed and run `{make_target}` again before this check",
+            file=sys.stderr,
+        )
+        return 2
+    pages = book_toc.toc_pages(REPO_ROOT / book_toc.TOC_PATH)
+    out_dir = build_book.output_dir(args.variant)
+    passed, results = run_check(
+        html, pages, out_dir, chromium, args.max_height, args.strict_external
+    )
+    failed = [r.page for r in results if not r.ok]
+    print(
+        f"browser check {'passed' if passed else 'FAILED'}: {len(results) - len(failed)} of "
+        f"{len(results)} pages ok; screenshots in {out_dir / 'screenshots'}"
+    )
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
