@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The tests: the package's unit tests, every chapter under nbmake in quick mode, a quick-mode
+# HTML build of the book and the headless-browser check of it.
+NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 tests
+ifneq ($(NOTEBOOKS),)
+	RRVAE_NB_QUICK=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+endif
+	$(MAKE) --no-print-directory book-quick
+	$(MAKE) --no-print-directory browser-check BOOK_VARIANT=quick
 
 lint: setup
 	$(VENV)/bin/ruff check rrvae_nb tests bench tools book/_ext
