@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -13,6 +16,7 @@ from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
 from ._checks import as_patterns
+from ._version import __version__
 from .model import RrVAE
 
 __all__ = ["fit", "evaluate", "History", "linear_warmup"]
@@ -117,6 +121,8 @@ def fit(
     device=None,
     progress: bool = True,
     num_particles: int = 1,
+    checkpoint=None,
+    checkpoint_every: int = 1,
 ) -> History:
     """Train ``model`` on ``patterns`` with SVI (Trace_ELBO, Adam).
 
@@ -146,6 +152,14 @@ def fit(
         Show a tqdm progress bar with the current losses.
     num_particles : int
         ELBO samples per pattern.
+    checkpoint : path, optional
+        File for checkpoints (weights, optimiser state, history), written atomically every
+        ``checkpoint_every`` epochs and at the end. If the file exists when ``fit`` starts,
+        training resumes from it: the result equals that of an uninterrupted run with the same
+        arguments (each epoch's randomness is seeded from ``(seed, epoch)``). A checkpoint made
+        with other data or arguments is refused.
+    checkpoint_every : int
+        Epochs between checkpoints.
 
     Returns
     -------
@@ -163,6 +177,8 @@ def fit(
     x = as_patterns(patterns, model.pattern_shape,
                     unit_interval=model.config.likelihood != "gaussian")
     n = x.shape[0]
+    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     n_val = int(round(val_fraction * n))
@@ -177,14 +193,25 @@ def fit(
     model.train()
     x_train = x[train_idx].to(dev)
     x_val = x[val_idx]
-    pyro.set_rng_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     svi = _svi(model, lr, num_particles)
     hist = History(train_index=train_idx, val_index=val_idx)
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress)
+    run_key = _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model)
+    start = 0
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        # a process killed while writing leaves its temporary file: never the checkpoint itself
+        for stale in checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        if checkpoint.exists():
+            start = _resume(checkpoint, model, svi, hist, run_key)
+    bar = tqdm(range(start, epochs), desc="training", unit="epoch", disable=not progress,
+               initial=start, total=epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         beta = float(schedule(epoch))
+        # each epoch's randomness depends on (seed, epoch) only, so a resumed run is identical
+        pyro.set_rng_seed(_epoch_seed(seed, epoch))
+        gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
         perm = torch.randperm(x_train.shape[0], generator=gen).to(dev)
         total = 0.0
         for s in range(0, x_train.shape[0], batch_size):
@@ -204,5 +231,76 @@ def fit(
         if n_val:
             post["val"] = f"{hist.val_loss[-1]:.4g}"
         bar.set_postfix(post)
+        done = epoch + 1
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
+            _save_checkpoint(checkpoint, model, svi, hist, run_key, done)
     model.eval()
     return hist
+
+
+# ------------------------------------------------------------------------------ checkpoints
+_CKPT_KIND = "rrvae-nb checkpoint"
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model) -> dict:
+    """What must match for a checkpoint to continue this very run."""
+    probe = x.flatten(1)[:: max(1, x.shape[0] // 64)].double()
+    return {
+        "n_patterns": int(x.shape[0]),
+        "data_fingerprint": [float(probe.sum()), float((probe**2).sum())],
+        "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+        "seed": int(seed), "val_fraction": float(val_fraction),
+        "num_particles": int(num_particles),
+        "model_config": {k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in asdict(model.config).items()},
+    }
+
+
+def _save_checkpoint(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, epoch: int):
+    prefix = model._pyro_name + "$$$"
+    optim = {name[len(prefix):]: state for name, state in svi.optim.get_state().items()
+             if name.startswith(prefix)}
+    payload = {
+        "kind": _CKPT_KIND, "package_version": __version__, "epoch": epoch, "run": key,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optim,
+        "history": {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
+                    for k, v in asdict(hist).items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict) -> int:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        raise ValueError(
+            f"Checkpoint {path} cannot be read (corrupt or truncated?): {err}. Delete it to "
+            "start afresh."
+        ) from err
+    if not isinstance(payload, dict) or payload.get("kind") != _CKPT_KIND:
+        raise ValueError(f"{path} is not an rrvae-nb checkpoint: pass another checkpoint path.")
+    if payload["run"] != key:
+        diff = sorted(k for k in key if payload["run"].get(k) != key[k])
+        raise ValueError(
+            f"Checkpoint {path} belongs to another run (differs in: {', '.join(diff)}). Use a "
+            "new checkpoint path, or delete this file to start afresh."
+        )
+    model.load_state_dict(payload["state_dict"])
+    prefix = model._pyro_name + "$$$"
+    svi.optim.set_state({prefix + k: v for k, v in payload["optimizer"].items()})
+    for k, v in payload["history"].items():
+        setattr(hist, k, np.asarray(v, dtype=int) if k.endswith("_index") else list(v))
+    return int(payload["epoch"])

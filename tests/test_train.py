@@ -132,3 +132,84 @@ def test_too_few_patterns_for_a_split(data):
 def test_cuda_without_gpu_is_a_clear_error(data):
     with pytest.raises(ValueError, match="no CUDA GPU"):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, device="cuda", progress=False)
+
+
+def _interrupt_at(stop_epoch):
+    def schedule(epoch):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+        return 1.0
+
+    return schedule
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
+    ref = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    ref_hist = rr.fit(ref, data, epochs=5, batch_size=64, seed=3, progress=False)
+
+    ckpt = tmp_path / "run.ckpt"
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        rr.fit(model, data, epochs=5, batch_size=64, seed=3, progress=False,
+               kl_weight=_interrupt_at(3), checkpoint=ckpt)
+    assert ckpt.exists() and not list(tmp_path.glob("*.tmp"))
+    fresh = rr.RrVAE((SIZE, SIZE), 2, seed=0)  # a new process would start from a new model
+    hist = rr.fit(fresh, data, epochs=5, batch_size=64, seed=3, progress=False, checkpoint=ckpt)
+    assert hist.val_loss == ref_hist.val_loss and hist.epochs == 5
+    ref_w, new_w = weights(ref), weights(fresh)
+    assert all(torch.equal(ref_w[k], new_w[k]) for k in ref_w)
+    # a finished run resumes to itself without training
+    again = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    rr.fit(again, data, epochs=5, batch_size=64, seed=3, progress=False, checkpoint=ckpt)
+    assert all(torch.equal(ref_w[k], v) for k, v in weights(again).items())
+
+
+def test_checkpoint_of_another_run_is_refused(data, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="another run.*lr"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, lr=0.01, progress=False,
+               checkpoint=ckpt)
+    with pytest.raises(ValueError, match="another run.*data_fingerprint"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data[::-1].copy(), epochs=1, progress=False,
+               checkpoint=ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
+
+
+@pytest.mark.slow
+def test_killed_training_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL at arbitrary moments: the checkpoint is always the old or the new one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "import rrvae_nb as rr\n"
+        "from rrvae_nb.synthetic import rotated_shapes\n"
+        "d = rotated_shapes(200, 16, seed=0).patterns\n"
+        "rr.fit(rr.RrVAE((16, 16), 2), d, epochs=400, batch_size=20, progress=False,\n"
+        "       checkpoint=sys.argv[1])\n"
+    )
+    ckpt = tmp_path / "run.ckpt"
+    epochs_seen = []
+    for delay in (0.05, 0.13, 0.29):  # kill at moments unrelated to the epoch rhythm
+        proc = subprocess.Popen([sys.executable, str(script), str(ckpt)])
+        last = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # wait until this process has written once
+            if ckpt.exists() and ckpt.stat().st_mtime_ns != last:
+                break
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        payload = torch.load(ckpt, weights_only=True)  # never half-written
+        epochs_seen.append(payload["epoch"])
+    # each restart resumed from the last checkpoint and went on
+    assert epochs_seen == sorted(epochs_seen) and epochs_seen[0] >= 1
