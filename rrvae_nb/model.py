@@ -510,8 +510,7 @@ class RrVAE(nn.Module):
             "kind": _FILE_KIND,
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
-            "config": {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in asdict(self.config).items()},
+            "config": self._config_kwargs(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -564,6 +563,17 @@ class RrVAE(nn.Module):
             model.to(device)
         return model
 
+    def _config_kwargs(self) -> dict:
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}
+        cfg.pop("extra", None)
+        return cfg
+
+    def __reduce__(self):
+        # Pickle as (configuration, weights): after training, Pyro and torch leave weak
+        # references on the parameters that pickle (and so dask.distributed) cannot send.
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        return _rebuild, (self._config_kwargs(), state, self.training)
+
     def extra_repr(self) -> str:
         c = self.config
         return (
@@ -572,6 +582,13 @@ class RrVAE(nn.Module):
             f"decoder={c.decoder!r}, "
             f"likelihood={c.likelihood!r}, translation={c.translation}"
         )
+
+
+def _rebuild(config: dict, state: dict, training: bool) -> RrVAE:
+    cfg = dict(config)
+    model = RrVAE(cfg.pop("pattern_shape"), cfg.pop("latent_dim"), **cfg)
+    model.load_state_dict(state)
+    return model.train(training)
 
 
 def _kl(weight: float):

@@ -821,6 +821,7 @@ def prepare(
     scan_shape: tuple[int, int] | None = None,
     seed: int = 0,
     progress: bool = True,
+    compute: bool = True,
 ) -> Prepared:
     """Preprocess 4D-STEM data into (N, H, W) float32 patterns for the rrVAE.
 
@@ -870,6 +871,11 @@ def prepare(
         Seed of the randomized PCA.
     progress : bool
         Show tqdm progress bars for the passes over the raw data.
+    compute : bool
+        For lazy input only: ``False`` keeps the preprocessed patterns a dask array (N, H, W),
+        so that data larger than memory stay on disk; the mean pattern and the normalisation
+        range are computed in streaming passes. PCA needs the patterns in memory and is refused
+        then (denoise a sample instead). Use :mod:`rrvae_nb.stream` to train and encode.
 
     Returns
     -------
@@ -984,6 +990,18 @@ def prepare(
             chunks=array.chunks[:-2] + ((h,), (w,)),
             meta=np.empty((0,) * array.ndim, dtype=np.float32),
         )
+        if not compute:
+            return _prepare_lazy(
+                reduced_lazy.reshape(n_patterns, h, w), plan, origin, cal, grid, centre_px,
+                checked, stats, scale, subtract_mean, normalise, pca_components, run_dask,
+                dict(input_shape=tuple(int(n) for n in array.shape), input_lazy=True,
+                     input_signal=from_signal, centre=centre, threshold=threshold,
+                     subpixel=subpixel, window_origin_px=origin, crop=crop,
+                     bin_factor=bin_factor,
+                     bin_reduce=bin_reduce if bin_factor is not None else None, size=size,
+                     scale=scale, subtract_mean=subtract_mean, normalise=normalise,
+                     computed=False),
+            )
         if checked:
             (reduced,) = run_dask(reduced_lazy, desc="reducing patterns")
         else:
@@ -1029,6 +1047,21 @@ def prepare(
         reduced = _normalise_stack(reduced, (lo, hi))
         steps["value_range"] = (lo, hi)
 
+    step_px, k_origin, cal_out = _reduced_calibration(plan, origin, cal)
+    return Prepared(
+        patterns=np.ascontiguousarray(reduced, dtype=np.float32),
+        scan_shape=grid,
+        calibration=cal_out,
+        mean_pattern=mean_pattern,
+        centre_px=centre_px,
+        k_origin_px=k_origin,
+        k_step_px=step_px,
+        steps=steps,
+    )
+
+
+def _reduced_calibration(plan, origin, cal):
+    """Pixel step, first-pixel position (raw px) and Calibration of the reduced patterns."""
     step_px = plan.k_step_px
     k_origin = (origin[0] + (step_px - 1) / 2, origin[1] + (step_px - 1) / 2)
     cal_out = None
@@ -1039,8 +1072,37 @@ def prepare(
             k_offset_mrad=(cal.k_offset_mrad[0] + k_origin[0] * cal.k_step_mrad,
                            cal.k_offset_mrad[1] + k_origin[1] * cal.k_step_mrad),
         )
+    return step_px, k_origin, cal_out
+
+
+def _prepare_lazy(reduced, plan, origin, cal, grid, centre_px, checked, stats, scale,
+                  subtract_mean, normalise, pca_components, run_dask, steps) -> Prepared:
+    """The out-of-core end of :func:`prepare`: two streaming passes, patterns stay lazy."""
+    if pca_components is not None:
+        raise ValueError(
+            "PCA needs the patterns in memory: use compute=True, or denoise a sample "
+            "(rrvae_nb.stream.sample_patterns + pca_denoise)."
+        )
+    # streaming pass A: the raw-count checks (if not done) and the mean reduced pattern
+    if checked:
+        (mean,) = run_dask(reduced.mean(axis=0, dtype=np.float64), desc="mean pattern")
+    else:
+        nonfinite, zero_flags, minimum, mean = run_dask(
+            *stats, reduced.mean(axis=0, dtype=np.float64), desc="mean pattern"
+        )
+        _raise_on_bad_counts(nonfinite, np.flatnonzero(np.ravel(zero_flags)), minimum, scale)
+    mean_pattern = np.asarray(mean, dtype=np.float32)
+    out = reduced - mean_pattern if subtract_mean else reduced
+    if normalise:  # streaming pass B: the range of the whole stack
+        lo, hi = run_dask(out.min(), out.max(), desc="value range")
+        lo, hi = float(lo), float(hi)
+        if not hi > lo:
+            raise ValueError("All preprocessed patterns are identical: nothing to learn from.")
+        out = ((out - lo) / (hi - lo)).astype(np.float32)
+        steps["value_range"] = (lo, hi)
+    step_px, k_origin, cal_out = _reduced_calibration(plan, origin, cal)
     return Prepared(
-        patterns=np.ascontiguousarray(reduced, dtype=np.float32),
+        patterns=out,
         scan_shape=grid,
         calibration=cal_out,
         mean_pattern=mean_pattern,

@@ -354,3 +354,13 @@ def test_cuda_end_to_end():
     assert m.device.type == "cuda" and np.isfinite(hist.val_loss).all()
     assert m.encode(data.patterns).z.shape == (200, 2)
     assert m.manifold(n=3).shape == (3, 3, SIZE, SIZE)
+
+
+def test_trained_model_pickles(trained):
+    import pickle
+
+    model, data, _ = trained
+    clone = pickle.loads(pickle.dumps(model))
+    x = data.patterns[:5]
+    np.testing.assert_array_equal(clone.encode(x).z, model.encode(x).z)
+    assert clone.config == model.config and not clone.training
