@@ -1,0 +1,250 @@
+"""Regenerate the small datasets shipped in ``data/`` and their ``manifest.json``.
+
+Usage::
+
+    .venv/bin/python data/make_data.py                      # all datasets, into data/
+    .venv/bin/python data/make_data.py --only graphene_si_sim --only zns_thin_sim
+    .venv/bin/python data/make_data.py --out /tmp/regen     # somewhere else
+
+Every dataset is made by a recipe of :mod:`rrvae_nb.simulate` with the exact keyword arguments
+recorded in the manifest, so the data can be regenerated and checked. Runs are seeded and the
+files are written reproducibly (``.hspy`` without hyperspy's save timestamp, ``.ndata1`` with a
+fixed timestamp), so on the same library versions a rerun gives byte-identical files and the
+same SHA-256; other machines may differ in the last float bits (compare arrays, not checksums).
+
+Nothing half-written is left behind: each file, and the manifest, is written to a temporary
+name in the destination folder and then renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = "manifest.json"
+#: Written into .ndata1 files instead of "now", so that reruns are byte-identical.
+FIXED_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+_EXPERIMENT_NOTE = (
+    "Emulates the paper's Nion UltraSTEM graphene data (60 keV, 30 mrad, 64 x 64 scan over "
+    "1 nm, 256 x 256 camera spanning +/- 36 mrad so the bright-field disk fills most of it, "
+    "5e4 electrons per probe position, Gaussian source sigma 0.02 nm, probe-position jitter "
+    "0.005 nm rms). Stored binned 8 x 8 on the camera to fit (32 x 32 pixels of 2.25 mrad, "
+    "counts summed after Poisson sampling), as {dtype} electron counts (exact integers). "
+    "Nion .ndata1 cannot hold the ground truth: rrvae_nb.simulate.ground_truth_of(signal) "
+    "rebuilds it from the recipe."
+)
+
+#: name -> recipe (function of rrvae_nb.simulate), file format, keyword arguments, description.
+DATASETS: dict[str, dict] = {
+    "graphene_pristine_sim": dict(
+        recipe="graphene", format="hspy",
+        params=dict(defects=[], scan_gpts=40, scan_extent_nm=1.0, max_angle_mrad=45.0),
+        description=(
+            "Simulated pristine graphene (abTEM multislice, 60 keV, 30 mrad, noise-free): "
+            "40 x 40 scan over 1 nm centred on an atom, 31 x 31 patterns of 2.86 mrad "
+            "(+/- 43 mrad). float32 fraction of the incident beam per pixel; ground truth in "
+            "metadata.Sample.ground_truth."
+        ),
+    ),
+    "graphene_vacancy_sim": dict(
+        recipe="graphene", format="hspy",
+        params=dict(defects=["vacancy"], scan_gpts=40, scan_extent_nm=1.0, max_angle_mrad=45.0),
+        description=(
+            "Simulated graphene with a single vacancy at the scan centre (abTEM, 60 keV, 30 mrad, "
+            "noise-free): 40 x 40 scan over 1 nm, 31 x 31 patterns of 2.86 mrad. float32; "
+            "ground truth in metadata.Sample.ground_truth."
+        ),
+    ),
+    "graphene_si_sim": dict(
+        recipe="graphene", format="hspy",
+        params=dict(defects=["si"], scan_gpts=40, scan_extent_nm=1.0, max_angle_mrad=45.0),
+        description=(
+            "Simulated graphene with a substitutional (3-fold coordinated) Si at the scan "
+            "centre (abTEM, 60 keV, 30 mrad, noise-free): 40 x 40 scan over 1 nm, 31 x 31 "
+            "patterns of 2.86 mrad. float32; ground truth in metadata.Sample.ground_truth."
+        ),
+    ),
+    "zns_thin_sim": dict(
+        recipe="zincblende_110", format="hspy",
+        params=dict(material="ZnS", thickness_nm=2.0, scan_gpts=28, scan_extent_nm=0.8,
+                    max_angle_mrad=40.0),
+        description=(
+            "Simulated ZnS [110], 1.91 nm thick (thin: COM follows the projected field), abTEM "
+            "multislice, 200 keV, 25 mrad, noise-free: 28 x 28 scan over 0.8 nm centred on a "
+            "Zn-S dumbbell, 49 x 49 patterns of 1.64 mrad. float32; ground truth (atomic "
+            "columns) in metadata.Sample.ground_truth."
+        ),
+    ),
+    "zns_thick_sim": dict(
+        recipe="zincblende_110", format="hspy",
+        params=dict(material="ZnS", thickness_nm=5.0, scan_gpts=28, scan_extent_nm=0.8,
+                    max_angle_mrad=40.0),
+        description=(
+            "Simulated ZnS [110], 4.97 nm thick (thick: channelling, COM no longer follows the "
+            "projected field), otherwise as zns_thin_sim."
+        ),
+    ),
+    "graphene_vacancy_experiment": dict(
+        recipe="emulate_graphene_experiment", format="ndata1",
+        params=dict(defects=["vacancy"], camera_binning=8),
+        description="Emulated experiment, graphene with a single vacancy. " + _EXPERIMENT_NOTE,
+    ),
+    "graphene_si_experiment": dict(
+        recipe="emulate_graphene_experiment", format="ndata1",
+        params=dict(defects=["si"], camera_binning=8),
+        description="Emulated experiment, graphene with a 3-fold coordinated Si dopant. "
+        + _EXPERIMENT_NOTE,
+    ),
+    "graphene_tiny_reference": dict(
+        recipe="graphene", format="hspy",
+        params=dict(defects=["si"], supercell=[3, 5], scan_gpts=4, scan_extent_nm=0.3,
+                    max_angle_mrad=40.0, source_size_nm=0.01, jitter_nm=0.005, seed=7),
+        description=(
+            "A tiny simulation (4 x 4 scan, Si in graphene, source size and jitter) kept as the "
+            "reference that tests regenerate and compare, to catch changes of the recipes or of "
+            "abTEM. float32, noise-free."
+        ),
+    ),
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(2**20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _temp(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def write_hspy_reproducible(path: Path, signal) -> None:
+    """Write ``signal`` to ``.hspy`` so that the bytes depend on the data only.
+
+    hyperspy stamps every save with the time (``metadata.General.FileIO``) and HDF5 keeps the
+    bytes of deleted objects, so the file is written once, the stamp is deleted, and the live
+    objects are copied into a fresh file, which is then renamed onto ``path``.
+    """
+    import h5py
+
+    raw, clean = _temp(path, ".raw.hspy"), _temp(path, ".hspy")
+    try:
+        signal.save(raw, overwrite=True, show_progressbar=False)
+        with h5py.File(raw, "r+") as f:
+            for experiment in f["Experiments"].values():
+                general = experiment["metadata/General"]
+                if "FileIO" in general:
+                    del general["FileIO"]
+        with h5py.File(raw, "r") as src, h5py.File(clean, "w") as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for key in src:
+                src.copy(src[key], dst, name=key)
+        os.replace(clean, path)
+    finally:
+        raw.unlink(missing_ok=True)
+        clean.unlink(missing_ok=True)
+
+
+def _as_counts(signal):
+    """Store integer counts in the smallest unsigned type that holds them exactly."""
+    data = signal.data
+    if not np.array_equal(data, np.round(data)) or data.min() < 0:
+        raise RuntimeError("Expected non-negative integer counts from a finite-dose recipe.")
+    dtype = np.uint8 if data.max() <= np.iinfo(np.uint8).max else np.uint16
+    if data.max() > np.iinfo(np.uint16).max:
+        raise RuntimeError("Counts exceed uint16; lower the dose or bin less.")
+    signal.data = data.astype(dtype)
+    return np.dtype(dtype).name
+
+
+def make(name: str, out_dir: Path, progress: bool = True) -> dict:
+    """Simulate one dataset, write its file into ``out_dir`` and return its manifest entry."""
+    from rrvae_nb import simulate
+
+    spec = DATASETS[name]
+    recipe = getattr(simulate, spec["recipe"])
+    t0 = time.perf_counter()
+    sim = recipe(**spec["params"], progress=progress)
+    seconds = time.perf_counter() - t0
+    signal = sim.signal
+    params = json.loads(signal.metadata.Simulation.parameters_json)  # every keyword, defaults too
+    description = spec["description"]
+    path = out_dir / f"{name}.{spec['format']}"
+    if spec["format"] == "ndata1":
+        from rrvae_nb.io import write_ndata1
+
+        description = description.format(dtype=_as_counts(signal))
+        write_ndata1(path, signal, timestamp=FIXED_TIMESTAMP)
+    else:
+        write_hspy_reproducible(path, signal)
+    entry = {
+        "file": path.name,
+        "format": spec["format"],
+        "size": path.stat().st_size,
+        "sha256": _sha256(path),
+        "description": description,
+        "recipe": f"rrvae_nb.simulate.{spec['recipe']}",
+        "params": params,
+        "seed": params.get("seed"),
+    }
+    print(f"{name}: {signal.data.shape} {signal.data.dtype}, {entry['size'] / 1e6:.2f} MB, "
+          f"simulated in {seconds:.0f} s", flush=True)
+    return entry
+
+
+def write_manifest(out_dir: Path, entries: dict) -> Path:
+    """Merge ``entries`` into ``out_dir/manifest.json`` (atomically)."""
+    path = out_dir / MANIFEST
+    manifest = {"version": 1, "datasets": {}}
+    if path.is_file():
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["version"] = 1
+    datasets = manifest.setdefault("datasets", {})
+    datasets.update(entries)
+    manifest["datasets"] = {k: datasets[k] for k in sorted(datasets)}
+    tmp = _temp(path, ".json")
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help=f"dataset(s) to make (repeatable); default all: {sorted(DATASETS)}")
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="destination folder for the files and manifest.json (default: data/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    names = args.only or list(DATASETS)
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name in names:
+        entries[name] = make(name, args.out, progress=not args.quiet)
+        write_manifest(args.out, {name: entries[name]})  # keep the manifest true after each file
+    print(f"wrote {len(entries)} dataset(s) and {args.out / MANIFEST}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

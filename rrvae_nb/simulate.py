@@ -1,0 +1,1109 @@
+"""Simulated 4D-STEM datasets with ground truth (abTEM multislice).
+
+Recipes
+-------
+:func:`graphene`
+    Monolayer graphene, pristine or with single vacancies and/or substitutional (3-fold
+    coordinated) Si dopants; 60 keV and 30 mrad by default.
+:func:`zincblende_110`
+    A zincblende crystal (ZnS, or GaAs) seen along [110], with its thickness as a parameter so a
+    thin crystal (COM follows the projected field) can be compared with a thick one (channelling).
+:func:`emulate_graphene_experiment`
+    Graphene data shaped like the paper's Nion experiment: a 64 x 64 scan over about 1 nm, a
+    256 x 256 camera that the bright-field disk nearly fills, finite dose, a finite source and a
+    little random probe-position error.
+
+Every recipe returns a :class:`Simulation`: a calibrated hyperspy ``Signal2D`` with axes
+(scan y, scan x | ky, kx) in nm and mrad, built by :func:`rrvae_nb.signals.make_signal`, and the
+ground truth beside it (:class:`GroundTruth`: atom positions in nm, atomic numbers, which atoms
+are defects, vacancy sites). The ground truth is also stored as plain arrays under
+``metadata.Sample.ground_truth`` so that it survives a ``.hspy`` round trip, and the recipe and
+its exact parameters under ``metadata.Simulation``. :func:`ground_truth_of` reads it back, and
+rebuilds it from the recipe parameters (without simulating) for files that cannot hold it, such
+as Nion ``.ndata1``.
+
+Frames and units: the scan frame has its origin at the first (nominal) probe position, the same
+origin as the navigation axes; y runs along array axis 0 and x along axis 1. The diffraction axes
+(ky, kx) are parallel to (y, x), so the centre of mass (COM) of a pattern points towards nearby
+nuclei. Angles are in mrad, lengths in nm, beam energies in keV.
+
+abTEM (>= 1.0.11) and ase are optional (the ``sim`` extra) and imported only when a recipe runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rrvae_nb.signals import Calibration, make_signal
+
+__all__ = [
+    "GroundTruth",
+    "Simulation",
+    "graphene",
+    "zincblende_110",
+    "emulate_graphene_experiment",
+    "ground_truth_of",
+    "ground_truth_from_recipe",
+    "RECIPES",
+    "GRAPHENE_LATTICE_NM",
+    "ZINCBLENDE_LATTICE_NM",
+]
+
+#: Graphene lattice constant (nm).
+GRAPHENE_LATTICE_NM = 0.246
+#: Cubic lattice constants of the zincblende recipes (nm).
+ZINCBLENDE_LATTICE_NM = {"ZnS": 0.541, "GaAs": 0.5653}
+#: Graphene defect kinds understood by the recipes.
+DEFECT_KINDS = ("vacancy", "si")
+#: Oldest abTEM release these recipes were checked against.
+MIN_ABTEM = (1, 0, 11)
+#: Atoms this far outside the scan window (nm) are still listed in the ground truth.
+GROUND_TRUTH_MARGIN_NM = 0.2
+#: Fraction of the Nyquist frequency that abTEM keeps (its anti-aliasing aperture).
+_ANTIALIAS = 2.0 / 3.0
+
+
+# --------------------------------------------------------------------------------------------
+# Result types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What is really in a simulated sample, in the scan frame.
+
+    Attributes
+    ----------
+    positions_nm : numpy.ndarray
+        (N, 2) positions (y, x) in nm of the atoms (for a crystal seen along a zone axis: of the
+        atomic columns) inside the scan window plus a 0.2 nm margin. Same origin as the
+        navigation axes: (0, 0) is the first nominal probe position.
+    numbers : numpy.ndarray
+        (N,) atomic numbers Z.
+    is_defect : numpy.ndarray
+        (N,) booleans, True for dopant atoms (e.g. Si in graphene).
+    vacancies_nm : numpy.ndarray
+        (M, 2) positions (y, x) in nm of removed atoms; M may be 0.
+    probe_positions_nm : numpy.ndarray or None
+        (scan y, scan x, 2) true (y, x) probe positions in nm when the scan was jittered; None
+        for a perfect grid (then position (i, j) is (i, j) x the scan step).
+    """
+
+    positions_nm: np.ndarray
+    numbers: np.ndarray
+    is_defect: np.ndarray
+    vacancies_nm: np.ndarray
+    probe_positions_nm: np.ndarray | None = None
+
+    def __post_init__(self):
+        pos = np.asarray(self.positions_nm, dtype=float).reshape(-1, 2)
+        num = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        dfc = np.asarray(self.is_defect, dtype=bool).reshape(-1)
+        vac = np.asarray(self.vacancies_nm, dtype=float).reshape(-1, 2)
+        if not (len(pos) == len(num) == len(dfc)):
+            raise ValueError(
+                f"GroundTruth arrays disagree in length: {len(pos)} positions, {len(num)} "
+                f"atomic numbers, {len(dfc)} defect flags. Give one entry per atom."
+            )
+        object.__setattr__(self, "positions_nm", pos)
+        object.__setattr__(self, "numbers", num)
+        object.__setattr__(self, "is_defect", dfc)
+        object.__setattr__(self, "vacancies_nm", vac)
+        if self.probe_positions_nm is not None:
+            probe = np.asarray(self.probe_positions_nm, dtype=float)
+            if probe.ndim != 3 or probe.shape[-1] != 2:
+                raise ValueError(
+                    "GroundTruth.probe_positions_nm must have shape (scan y, scan x, 2); got "
+                    f"{probe.shape}."
+                )
+            object.__setattr__(self, "probe_positions_nm", probe)
+
+    def to_dict(self) -> dict:
+        """Plain numpy arrays, as stored in ``metadata.Sample.ground_truth``."""
+        out = {
+            "positions_nm": self.positions_nm,
+            "numbers": self.numbers,
+            "is_defect": self.is_defect,
+            "vacancies_nm": self.vacancies_nm,
+        }
+        if self.probe_positions_nm is not None:
+            out["probe_positions_nm"] = self.probe_positions_nm
+        return out
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """A simulated 4D-STEM dataset and its ground truth.
+
+    Attributes
+    ----------
+    signal : hyperspy Signal2D
+        (scan y, scan x | ky, kx) in nm and mrad. Intensities are a fraction of the incident
+        beam per pixel, or electron counts when a dose was given. The ground truth, the recipe
+        and its parameters are in its metadata too.
+    atoms : GroundTruth
+        Atom positions (nm, scan frame), atomic numbers, defect flags and vacancy sites.
+    """
+
+    signal: object
+    atoms: GroundTruth
+
+
+# --------------------------------------------------------------------------------------------
+# Optional dependencies and parameter checks
+# --------------------------------------------------------------------------------------------
+
+
+def _require_sim():
+    """Import abTEM and ase, or raise an ImportError that names the ``sim`` extra."""
+    try:
+        import abtem
+        import ase
+    except ImportError as err:
+        raise ImportError(
+            "rrvae_nb.simulate needs abTEM (>= 1.0.11) and ase. Install the sim extra: "
+            "pip install 'rrvae-nb[sim]'"
+        ) from err
+    parts = abtem.__version__.split("+")[0].split(".")[:3]
+    version = tuple(int(p) if p.isdigit() else 0 for p in parts)
+    if version < MIN_ABTEM:
+        raise ImportError(
+            f"rrvae_nb.simulate needs abTEM >= 1.0.11 (found {abtem.__version__}); older "
+            "releases compute COM and noise differently. Upgrade: pip install -U 'rrvae-nb[sim]'"
+        )
+    return abtem, ase
+
+
+def _number(name: str, value, fix: str, *, allow_zero: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number; got {value!r}. {fix}") from err
+    ok = math.isfinite(out) and (out >= 0 if allow_zero else out > 0)
+    if not ok:
+        kind = "zero or a positive number" if allow_zero else "a positive number"
+        raise ValueError(f"{name} must be {kind}; got {value!r}. {fix}")
+    return out
+
+
+def _pair(name: str, value, fix: str) -> tuple[float, float]:
+    """A positive scalar or (y, x) pair as a (y, x) tuple of floats."""
+    values = (value, value) if np.isscalar(value) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{name} must be a number or a (y, x) pair; got {value!r}. {fix}")
+    return tuple(_number(name, v, fix) for v in values)
+
+
+def _whole(name: str, value, minimum: int, fix: str = "") -> int:
+    ok = not isinstance(value, bool)
+    try:
+        ok = ok and float(value).is_integer() and value >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number >= {minimum}; got {value!r}. {fix}")
+    return int(value)
+
+
+def _whole_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
+    values = (value, value) if np.isscalar(value) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{name} must be a whole number or a (y, x) pair; got {value!r}.")
+    return tuple(_whole(name, v, minimum) for v in values)
+
+
+def _centre(value) -> tuple[float, float] | None:
+    """A scan centre (y, x) in nm, or None."""
+    if value is None:
+        return None
+    values = (value, value) if np.isscalar(value) else tuple(value)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 2 or not all(math.isfinite(v) for v in out):
+        raise ValueError(
+            f"scan_center_nm must be a (y, x) pair of finite numbers in nm (supercell "
+            f"coordinates) or None for the default; got {value!r}."
+        )
+    return out
+
+
+def _wavelength_nm(energy_kev: float) -> float:
+    """Relativistic electron wavelength (nm) for a beam energy in keV.
+
+    h / sqrt(2 m0 e E (1 + e E / (2 m0 c^2))), E in eV, with the constants folded in; written
+    here so that parameters can be checked before abTEM is imported.
+    """
+    energy_ev = energy_kev * 1e3
+    return 1.2264262862108 / math.sqrt(energy_ev * (1.0 + 0.97847574e-6 * energy_ev))
+
+
+def _check_defects(defects) -> tuple[str, ...]:
+    if isinstance(defects, str):
+        defects = (defects,)
+    defects = tuple(str(d).lower() for d in defects)
+    unknown = [d for d in defects if d not in DEFECT_KINDS]
+    if unknown:
+        raise ValueError(
+            f"Unknown graphene defect(s) {unknown}: give a sequence of {DEFECT_KINDS}, e.g. "
+            "defects=('vacancy',), ('si',), ('vacancy', 'si') or () for pristine graphene."
+        )
+    return defects
+
+
+def _check_optics(*, energy_kev, convergence_mrad, sampling_nm, max_angle_mrad, detector_px,
+                  detector_binning, electrons_per_pattern, source_size_nm, jitter_nm, seed,
+                  names: dict | None = None):
+    """Check the settings every recipe shares; returns them as clean Python numbers.
+
+    ``names`` maps the keys used here to the caller's parameter names for the messages.
+    """
+    names = names or {}
+    angle, px, binning = (names.get(k, k) for k in ("max_angle_mrad", "detector_px",
+                                                    "detector_binning"))
+    energy_kev = _number("energy_kev", energy_kev, "Give the beam energy in keV, e.g. 60.")
+    convergence_mrad = _number(
+        "convergence_mrad", convergence_mrad, "Give the probe semi-angle in mrad, e.g. 30."
+    )
+    sampling_nm = _number(
+        "sampling_nm", sampling_nm, "Give the wave-function sampling in nm, e.g. 0.01."
+    )
+    max_angle_mrad = _number(angle, max_angle_mrad, "Give the detector half-width in mrad.")
+    wavelength = _wavelength_nm(energy_kev)
+    limit = _ANTIALIAS * wavelength / (2 * sampling_nm) * 1e3
+    if max_angle_mrad > limit:
+        raise ValueError(
+            f"{angle}={max_angle_mrad:g} exceeds the largest angle that a wave sampled at "
+            f"{sampling_nm:g} nm carries at {energy_kev:g} keV ({limit:.1f} mrad after "
+            f"anti-aliasing). Use sampling_nm <= "
+            f"{_ANTIALIAS * wavelength / (2 * max_angle_mrad * 1e-3):.4f} or a smaller {angle}."
+        )
+    if max_angle_mrad <= convergence_mrad:
+        raise ValueError(
+            f"{angle}={max_angle_mrad:g} must exceed convergence_mrad={convergence_mrad:g} so "
+            "that the whole bright-field disk is recorded."
+        )
+    if detector_px is not None:
+        fix = "Use None to keep the simulation's own pixels." if px == "detector_px" else ""
+        detector_px = _whole(px, detector_px, 2, fix)
+    detector_binning = _whole(binning, detector_binning, 1)
+    if detector_binning > 1 and (detector_px is None or detector_px % detector_binning):
+        raise ValueError(
+            f"{binning}={detector_binning} needs {px} set to a multiple of it; got "
+            f"{px}={detector_px!r}. E.g. {px}=256 with {binning}=4 or 8."
+        )
+    if electrons_per_pattern is not None:
+        electrons_per_pattern = _number(
+            "electrons_per_pattern", electrons_per_pattern,
+            "Give the dose in electrons per probe position, e.g. 5e4, or None for no noise.",
+        )
+    source_size_nm = _number("source_size_nm", source_size_nm,
+                             "Give the source's Gaussian sigma in nm, e.g. 0.02 (0: point source).",
+                             allow_zero=True)
+    jitter_nm = _number("jitter_nm", jitter_nm,
+                        "Give the rms probe-position error in nm, e.g. 0.005 (0: perfect grid).",
+                        allow_zero=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"seed must be an integer or None; got {seed!r}.")
+    return dict(
+        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
+        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
+        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
+        jitter_nm=jitter_nm, seed=None if seed is None else int(seed),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Structures (ase, lengths in Å, positions (x, y, z) as ase has them)
+# --------------------------------------------------------------------------------------------
+
+
+def _nearest(xy: np.ndarray, target_xy, cell_xy) -> int:
+    """Index of the point of ``xy`` nearest ``target_xy`` under periodic boundaries."""
+    d = xy - np.asarray(target_xy)
+    d -= np.round(d / cell_xy) * cell_xy
+    return int(np.argmin(np.hypot(d[:, 0], d[:, 1])))
+
+
+def _graphene_structure(supercell: tuple[int, int], defects: tuple[str, ...]):
+    """Graphene supercell with defects about the cell centre.
+
+    The first defect takes the atom at the cell centre; defect k takes the atom k rectangular
+    cells (0.426 nm, the armchair direction, which is y) further along +y (same sublattice).
+
+    Returns
+    -------
+    atoms : ase.Atoms
+        Vacancies removed, Si set.
+    vacancies_xy : numpy.ndarray
+        (M, 2) removed sites (x, y) in Å.
+    sites_xy : numpy.ndarray
+        (K, 2) all defect sites (x, y) in Å, in the order of ``defects``.
+    """
+    abtem, _ = _require_sim()
+    from ase.build import graphene as ase_graphene
+
+    ny, nx = supercell
+    # The orthogonal cell is (a, sqrt(3) a) along (x, y): zigzag along x, armchair along y.
+    unit = abtem.orthogonalize_cell(ase_graphene(a=GRAPHENE_LATTICE_NM * 10, vacuum=2.0))
+    atoms = unit * (nx, ny, 1)
+    cell_xy = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
+    centre = cell_xy / 2
+    first = _nearest(atoms.positions[:, :2], centre, cell_xy)
+    atoms.translate(np.r_[centre - atoms.positions[first, :2], 0.0])
+    atoms.wrap()
+    rect_y = unit.cell[1, 1]
+    if len(defects) * rect_y > cell_xy[1] / 2 + 1e-6:
+        raise ValueError(
+            f"{len(defects)} defects 0.426 nm apart along y do not fit in a supercell of "
+            f"{supercell} (y, x) rectangular cells without meeting their periodic images. Use a "
+            "larger supercell or fewer defects."
+        )
+    sites, removed = [], []
+    for k, kind in enumerate(defects):
+        index = _nearest(atoms.positions[:, :2], centre + [0.0, k * rect_y], cell_xy)
+        sites.append(atoms.positions[index, :2].copy())
+        if kind == "si":
+            atoms.numbers[index] = 14
+        else:
+            removed.append(index)
+    vacancies = atoms.positions[removed, :2].copy() if removed else np.zeros((0, 2))
+    if removed:
+        del atoms[removed]
+    return atoms, vacancies, np.array(sites, dtype=float).reshape(-1, 2)
+
+
+def _zincblende_structure(material: str, supercell: tuple[int, int], layers: int):
+    """Zincblende [110] supercell with the midpoint of a dumbbell at the cell centre.
+
+    The beam (z) runs along [110]; y is [001] (the dumbbell axis) and x is [1-10].
+    """
+    _require_sim()
+    from ase.build import bulk, surface
+
+    a = ZINCBLENDE_LATTICE_NM[material] * 10
+    # cubic=True is needed: the primitive cell gives a wrongly oriented surface cell.
+    cell = surface(bulk(material, "zincblende", a=a, cubic=True), (1, 1, 0), layers,
+                   periodic=True)
+    ny, nx = supercell
+    atoms = cell * (nx, ny, 1)
+    cell_xy = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
+    centre = cell_xy / 2
+    xy = atoms.positions[:, :2]
+    cation = atoms.numbers == atoms.numbers[0]  # ase lists the cation first
+    first = np.flatnonzero(cation)[_nearest(xy[cation], centre, cell_xy)]
+    partner = np.flatnonzero(~cation)[_nearest(xy[~cation], xy[first], cell_xy)]
+    d = xy[partner] - xy[first]
+    d -= np.round(d / cell_xy) * cell_xy
+    atoms.translate(np.r_[centre - (xy[first] + d / 2), 0.0])
+    atoms.wrap()
+    return atoms
+
+
+def _columns(xy: np.ndarray, numbers: np.ndarray, cell_xy: np.ndarray):
+    """Atomic columns along the beam: mean (x, y) position (Å) and atomic number of each.
+
+    Atoms are grouped by their position modulo the cell (to 1e-4 of the cell), so that a column
+    split by wrapping at the cell edge counts once.
+    """
+    frac = np.round(np.mod(xy / cell_xy, 1.0), 4) % 1.0
+    _, first, inverse = np.unique(frac, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    positions = np.zeros((len(first), 2))
+    col_numbers = np.zeros(len(first), dtype=np.int64)
+    for i, f in enumerate(first):
+        members = inverse == i
+        z = np.unique(numbers[members])
+        if len(z) != 1:  # pragma: no cover - structural invariant of the recipes
+            raise RuntimeError(f"Atomic column at {xy[f]} Å mixes species {z}.")
+        d = xy[members] - xy[f]
+        d -= np.round(d / cell_xy) * cell_xy
+        positions[i] = xy[f] + d.mean(axis=0)
+        col_numbers[i] = z[0]
+    return positions, col_numbers
+
+
+def _in_window(xy, values, cell_xy, start_xy, extent_xy, margin):
+    """Points (and periodic images) inside the window plus a margin, relative to its start."""
+    out_xy, out_v = [], [[] for _ in values]
+    for i in (-1, 0, 1):
+        for j in (-1, 0, 1):
+            rel = xy + cell_xy * [i, j] - start_xy
+            keep = np.all((rel >= -margin) & (rel <= np.asarray(extent_xy) + margin), axis=1)
+            out_xy.append(rel[keep])
+            for store, v in zip(out_v, values, strict=True):
+                store.append(v[keep])
+    rel = np.concatenate(out_xy)
+    order = np.lexsort((rel[:, 0], rel[:, 1]))  # rows by y, then x
+    return rel[order], [np.concatenate(v)[order] for v in out_v]
+
+
+# --------------------------------------------------------------------------------------------
+# Plans: everything about a run that is decided before the simulation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    recipe: str
+    params: dict  # the recipe's keyword arguments, JSON-ready (recorded in metadata/manifest)
+    optics: dict  # checked settings from _check_optics
+    atoms: object  # ase.Atoms
+    title: str
+    slice_thickness_nm: float
+    scan_start_nm: tuple[float, float]  # supercell frame, (y, x)
+    scan_step_nm: float
+    scan_gpts: tuple[int, int]
+    extent_nm: tuple[float, float]
+    truth_xy: np.ndarray  # atoms or columns, (x, y) Å
+    truth_numbers: np.ndarray
+    truth_defect: np.ndarray
+    vacancies_xy: np.ndarray
+    elements: list
+    thickness_nm: float | None
+
+
+def _scan_window(cell_nm, centre_nm, extent_nm, gpts):
+    """Start (y, x) and square step (nm) of a scan window; checks it lies inside the cell."""
+    (ext_y, ext_x), (ny, nx) = extent_nm, gpts
+    step_y, step_x = ext_y / ny, ext_x / nx
+    if not np.isclose(step_y, step_x, rtol=1e-3):
+        nx_fit = max(1, round(ext_x / step_y))
+        raise ValueError(
+            f"Scan steps must be square: scan_extent_nm ({ext_y:g}, {ext_x:g}) over scan_gpts "
+            f"({ny}, {nx}) gives {step_y:.4g} nm x {step_x:.4g} nm. Make the extent proportional "
+            f"to the number of positions, e.g. scan_gpts=({ny}, {nx_fit}) with "
+            f"scan_extent_nm=({ext_y:g}, {nx_fit * step_y:.4g})."
+        )
+    start = (centre_nm[0] - ext_y / 2, centre_nm[1] - ext_x / 2)
+    cy, cx = cell_nm
+    eps = 1e-9
+    if min(start) < -eps or start[0] + ext_y > cy + eps or start[1] + ext_x > cx + eps:
+        raise ValueError(
+            f"The scan window (start (y, x) = ({start[0]:.3f}, {start[1]:.3f}) nm, extent "
+            f"{ext_y:.3f} x {ext_x:.3f} nm) reaches outside the simulated supercell "
+            f"({cy:.3f} x {cx:.3f} nm). Use a larger supercell, a smaller scan extent, or a "
+            "scan_center_nm further inside the supercell."
+        )
+    return start, step_y
+
+
+def _graphene_plan(recipe, params, optics, defects, supercell, scan_center_nm, extent, gpts):
+    atoms, vacancies_xy, sites_xy = _graphene_structure(supercell, defects)
+    cell_xy = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
+    if scan_center_nm is None:
+        centre_xy = sites_xy.mean(axis=0) if len(sites_xy) else cell_xy / 2
+        scan_center_nm = (centre_xy[1] / 10, centre_xy[0] / 10)
+    start, step = _scan_window((cell_xy[1] / 10, cell_xy[0] / 10), scan_center_nm, extent, gpts)
+    kinds = ", ".join(defects) if defects else "pristine"
+    prefix = "Emulated graphene experiment" if recipe.startswith("emulate") else \
+        "Simulated graphene"
+    return _Plan(
+        recipe=recipe, params=params, optics=optics, atoms=atoms,
+        title=f"{prefix} ({kinds}), {optics['energy_kev']:g} keV",
+        slice_thickness_nm=atoms.cell[2, 2] / 10,  # one slice: a monolayer
+        scan_start_nm=start, scan_step_nm=step, scan_gpts=gpts, extent_nm=extent,
+        truth_xy=atoms.positions[:, :2], truth_numbers=atoms.numbers.copy(),
+        truth_defect=atoms.numbers != 6, vacancies_xy=vacancies_xy,
+        elements=sorted(set(atoms.get_chemical_symbols())), thickness_nm=None,
+    )
+
+
+def _plan_graphene(
+    defects=(), *, supercell=(4, 7), energy_kev=60.0, convergence_mrad=30.0,
+    scan_center_nm=None, scan_extent_nm=1.0, scan_gpts=32, max_angle_mrad=60.0,
+    detector_px=None, detector_binning=1, sampling_nm=0.01, electrons_per_pattern=None,
+    source_size_nm=0.0, jitter_nm=0.0, seed=0,
+) -> _Plan:
+    defects = _check_defects(defects)
+    supercell = _whole_pair("supercell", supercell)
+    extent = _pair("scan_extent_nm", scan_extent_nm, "Give the scan window size in nm, e.g. 1.")
+    gpts = _whole_pair("scan_gpts", scan_gpts)
+    centre = _centre(scan_center_nm)
+    optics = _check_optics(
+        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
+        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
+        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
+        jitter_nm=jitter_nm, seed=seed,
+    )
+    params = dict(
+        defects=list(defects), supercell=list(supercell), scan_center_nm=None if centre is None
+        else list(centre), scan_extent_nm=list(extent), scan_gpts=list(gpts), **optics,
+    )
+    return _graphene_plan("graphene", params, optics, defects, supercell, centre, extent, gpts)
+
+
+def _plan_zincblende_110(
+    material="ZnS", thickness_nm=2.0, *, supercell=(3, 2), energy_kev=200.0,
+    convergence_mrad=25.0, scan_center_nm=None, scan_extent_nm=0.8, scan_gpts=24,
+    max_angle_mrad=60.0, detector_px=None, detector_binning=1, sampling_nm=0.008,
+    slice_thickness_nm=0.2, electrons_per_pattern=None, source_size_nm=0.0, jitter_nm=0.0,
+    seed=0,
+) -> _Plan:
+    if material not in ZINCBLENDE_LATTICE_NM:
+        raise ValueError(
+            f"Unknown zincblende material {material!r}: use one of "
+            f"{sorted(ZINCBLENDE_LATTICE_NM)} (case-sensitive)."
+        )
+    thickness_nm = _number("thickness_nm", thickness_nm,
+                           "Give the crystal thickness in nm, e.g. 2 (thin) or 5 (thick).")
+    slice_thickness_nm = _number("slice_thickness_nm", slice_thickness_nm,
+                                 "Give the multislice slice thickness in nm, e.g. 0.2.")
+    repeat = ZINCBLENDE_LATTICE_NM[material] / math.sqrt(2)  # [110] period (nm)
+    layers = round(thickness_nm / repeat)
+    if layers < 1:
+        raise ValueError(
+            f"thickness_nm={thickness_nm:g} is below one [110] repeat of {material} "
+            f"({repeat:.3f} nm). Use thickness_nm >= {repeat:.3f}."
+        )
+    supercell = _whole_pair("supercell", supercell)
+    extent = _pair("scan_extent_nm", scan_extent_nm, "Give the scan window size in nm, e.g. 0.8.")
+    gpts = _whole_pair("scan_gpts", scan_gpts)
+    centre = _centre(scan_center_nm)
+    optics = _check_optics(
+        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
+        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
+        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
+        jitter_nm=jitter_nm, seed=seed,
+    )
+    params = dict(
+        material=material, thickness_nm=thickness_nm, supercell=list(supercell),
+        scan_center_nm=None if centre is None else list(centre), scan_extent_nm=list(extent),
+        scan_gpts=list(gpts), slice_thickness_nm=slice_thickness_nm, **optics,
+    )
+    atoms = _zincblende_structure(material, supercell, layers)
+    cell_nm = (atoms.cell[1, 1] / 10, atoms.cell[0, 0] / 10)
+    if centre is None:
+        centre = (cell_nm[0] / 2, cell_nm[1] / 2)
+    start, step = _scan_window(cell_nm, centre, extent, gpts)
+    col_xy, col_z = _columns(atoms.positions[:, :2], atoms.numbers,
+                             np.array([atoms.cell[0, 0], atoms.cell[1, 1]]))
+    thickness = layers * repeat
+    return _Plan(
+        recipe="zincblende_110", params=params, optics=optics, atoms=atoms,
+        title=f"Simulated {material} [110], {thickness:.2f} nm, {optics['energy_kev']:g} keV",
+        slice_thickness_nm=slice_thickness_nm, scan_start_nm=start, scan_step_nm=step,
+        scan_gpts=gpts, extent_nm=extent, truth_xy=col_xy, truth_numbers=col_z,
+        truth_defect=np.zeros(len(col_z), dtype=bool), vacancies_xy=np.zeros((0, 2)),
+        elements=sorted(set(atoms.get_chemical_symbols())), thickness_nm=thickness,
+    )
+
+
+def _plan_emulate_graphene_experiment(
+    defects=("vacancy",), *, supercell=(8, 14), scan_gpts=64, fov_nm=1.0, camera_px=256,
+    camera_max_angle_mrad=36.0, camera_binning=1, electrons_per_pattern=5e4,
+    source_size_nm=0.02, jitter_nm=0.005, energy_kev=60.0, convergence_mrad=30.0,
+    sampling_nm=0.01, seed=0,
+) -> _Plan:
+    defects = _check_defects(defects)
+    supercell = _whole_pair("supercell", supercell)
+    scan_gpts = _whole("scan_gpts", scan_gpts, 2)
+    fov_nm = _number("fov_nm", fov_nm, "Give the field of view in nm, e.g. 1.")
+    if electrons_per_pattern is None:
+        raise ValueError(
+            "emulate_graphene_experiment needs a finite dose: give electrons_per_pattern, e.g. "
+            "5e4 (use graphene() for noise-free data)."
+        )
+    optics = _check_optics(
+        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
+        max_angle_mrad=camera_max_angle_mrad, detector_px=camera_px,
+        detector_binning=camera_binning, electrons_per_pattern=electrons_per_pattern,
+        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
+        names=dict(max_angle_mrad="camera_max_angle_mrad", detector_px="camera_px",
+                   detector_binning="camera_binning"),
+    )
+    params = dict(
+        defects=list(defects), supercell=list(supercell), scan_gpts=scan_gpts, fov_nm=fov_nm,
+        camera_px=optics["detector_px"], camera_max_angle_mrad=optics["max_angle_mrad"],
+        camera_binning=optics["detector_binning"],
+        electrons_per_pattern=optics["electrons_per_pattern"],
+        source_size_nm=optics["source_size_nm"], jitter_nm=optics["jitter_nm"],
+        energy_kev=optics["energy_kev"], convergence_mrad=optics["convergence_mrad"],
+        sampling_nm=optics["sampling_nm"], seed=optics["seed"],
+    )
+    return _graphene_plan("emulate_graphene_experiment", params, optics, defects, supercell,
+                          None, (fov_nm, fov_nm), (scan_gpts, scan_gpts))
+
+
+_PLANNERS = {
+    "graphene": _plan_graphene,
+    "zincblende_110": _plan_zincblende_110,
+    "emulate_graphene_experiment": _plan_emulate_graphene_experiment,
+}
+#: Names of the recipes (functions of this module) that the data manifest may refer to.
+RECIPES = tuple(_PLANNERS)
+
+
+def _probe_grid(plan: _Plan, rng) -> tuple[np.ndarray, int]:
+    """Probe positions (y, x) in nm, supercell frame, with a margin of ``pad`` positions.
+
+    A finite source mixes neighbouring probe positions, so a margin of 4 sigma is simulated
+    around the window and dropped after the blur. The jitter is the first draw from ``rng``.
+    """
+    o = plan.optics
+    step, (ny, nx) = plan.scan_step_nm, plan.scan_gpts
+    pad = math.ceil(4.0 * o["source_size_nm"] / step) if o["source_size_nm"] > 0 else 0
+    iy = np.arange(-pad, ny + pad) * step + plan.scan_start_nm[0]
+    ix = np.arange(-pad, nx + pad) * step + plan.scan_start_nm[1]
+    grid = np.stack(np.meshgrid(iy, ix, indexing="ij"), axis=-1)
+    if o["jitter_nm"] > 0:
+        grid = grid + rng.normal(0.0, o["jitter_nm"], size=grid.shape)
+    return grid, pad
+
+
+def _plan_truth(plan: _Plan, grid: np.ndarray, pad: int) -> GroundTruth:
+    """The ground truth of a plan in the scan frame (origin at the first nominal position)."""
+    atoms = plan.atoms
+    cell_xy = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
+    start_xy = np.array(plan.scan_start_nm[::-1]) * 10
+    extent_xy = np.array(plan.extent_nm[::-1]) * 10
+    margin = GROUND_TRUTH_MARGIN_NM * 10
+    rel, (z, d) = _in_window(plan.truth_xy, [plan.truth_numbers, plan.truth_defect], cell_xy,
+                             start_xy, extent_xy, margin)
+    vrel, _ = _in_window(plan.vacancies_xy, [], cell_xy, start_xy, extent_xy, margin)
+    probe = None
+    if plan.optics["jitter_nm"] > 0:
+        ny, nx = plan.scan_gpts
+        probe = grid[pad: pad + ny, pad: pad + nx] - np.asarray(plan.scan_start_nm)
+    return GroundTruth(positions_nm=rel[:, ::-1] / 10, numbers=z, is_defect=d,
+                       vacancies_nm=vrel[:, ::-1] / 10, probe_positions_nm=probe)
+
+
+def ground_truth_from_recipe(recipe: str, params: dict | str) -> GroundTruth:
+    """Rebuild the ground truth of a recipe run from its parameters, without simulating.
+
+    Structures, scan windows and (seeded) probe-position errors are deterministic, so this gives
+    the same :class:`GroundTruth` as the run itself. Use it for files that cannot store the
+    ground truth (Nion ``.ndata1``); the data manifest records recipe and parameters.
+
+    Parameters
+    ----------
+    recipe : str
+        ``"graphene"``, ``"zincblende_110"`` or ``"emulate_graphene_experiment"``, optionally
+        prefixed with ``"rrvae_nb.simulate."``.
+    params : dict or str
+        The recipe's keyword arguments (a dict, or its JSON text).
+
+    Raises
+    ------
+    ValueError
+        Unknown recipe or invalid parameters.
+    """
+    name = str(recipe).removeprefix("rrvae_nb.simulate.")
+    if name not in _PLANNERS:
+        raise ValueError(f"Unknown recipe {recipe!r}: use one of {RECIPES}.")
+    if isinstance(params, str):
+        params = json.loads(params)
+    params = dict(params or {})
+    params.pop("progress", None)
+    plan = _PLANNERS[name](**params)
+    grid, pad = _probe_grid(plan, np.random.default_rng(plan.optics["seed"]))
+    return _plan_truth(plan, grid, pad)
+
+
+# --------------------------------------------------------------------------------------------
+# The simulation
+# --------------------------------------------------------------------------------------------
+
+
+def _resample_patterns(patterns: np.ndarray, k_step: float, n_out: int, half_angle: float):
+    """Bilinear resampling of (N, H, H) patterns (odd H, zero angle at the centre pixel) onto
+    an n_out x n_out camera spanning [-half_angle, half_angle] mrad edge to edge.
+
+    Intensities are rescaled by the pixel-area ratio, so pattern sums (electrons) are kept.
+    scipy's affine_transform does it in one vectorised pass; order 1 never mixes neighbouring
+    patterns along the stack axis and cannot overshoot (no negative intensities at the disk
+    edge), unlike a spline.
+    """
+    from scipy.ndimage import affine_transform
+
+    out_step = 2.0 * half_angle / n_out
+    scale = out_step / k_step
+    c_in, c_out = (patterns.shape[-1] - 1) / 2, (n_out - 1) / 2
+    shift = c_in - c_out * scale
+    out = affine_transform(
+        patterns.astype(np.float32, copy=False), np.array([1.0, scale, scale]),
+        offset=np.array([0.0, shift, shift]), output_shape=(patterns.shape[0], n_out, n_out),
+        order=1, mode="nearest",
+    )
+    out *= np.float32(scale**2)
+    return out, out_step
+
+
+def _simulate(plan: _Plan, progress: bool) -> Simulation:
+    """Run abTEM multislice over the planned (possibly jittered) scan; build the result."""
+    abtem, _ = _require_sim()
+    from tqdm.auto import tqdm
+    from tqdm.dask import TqdmCallback
+
+    o = plan.optics
+    rng = np.random.default_rng(o["seed"])
+    grid, pad = _probe_grid(plan, rng)
+    ny, nx = plan.scan_gpts
+    # abTEM wants (x, y) positions in Å; a CustomScan keeps our (scan y, scan x) C order.
+    positions = (grid[..., ::-1] * 10.0).reshape(-1, 2)
+    # FFTW's "measure" planning picks algorithms by timing them, so its round-off could differ
+    # between runs; "estimate" planning is deterministic.
+    with abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
+        potential = abtem.Potential(
+            plan.atoms, sampling=o["sampling_nm"] * 10,
+            slice_thickness=plan.slice_thickness_nm * 10, projection="infinite",
+        )
+        probe = abtem.Probe(energy=o["energy_kev"] * 1e3, semiangle_cutoff=o["convergence_mrad"])
+        detector = abtem.PixelatedDetector(max_angle=o["max_angle_mrad"], resample="uniform")
+        measurement = probe.scan(
+            potential, scan=abtem.CustomScan(positions), detectors=detector, lazy=True
+        )
+        with TqdmCallback(desc=plan.title, tqdm_class=tqdm, disable=not progress):
+            measurement = measurement.compute(scheduler="threads", progress_bar=False)
+    k_steps = measurement.angular_sampling
+    if not np.isclose(k_steps[0], k_steps[1], rtol=1e-6):  # pragma: no cover - abTEM invariant
+        raise RuntimeError(f"abTEM returned non-square diffraction pixels {k_steps} mrad.")
+    k_step = float(k_steps[0])
+    array = np.asarray(measurement.array, dtype=np.float32)  # (positions, kx, ky)
+    # Square, odd-sized patterns centred on abTEM's zero-angle pixel (index n // 2).
+    nkx, nky = array.shape[-2:]
+    half = min(int(math.floor(o["max_angle_mrad"] / k_step + 1e-6)),
+               nkx // 2, nky // 2, nkx - 1 - nkx // 2, nky - 1 - nky // 2)
+    cx, cy = nkx // 2, nky // 2
+    array = array[:, cx - half: cx + half + 1, cy - half: cy + half + 1].transpose(0, 2, 1)
+    array = array.reshape(ny + 2 * pad, nx + 2 * pad, 2 * half + 1, 2 * half + 1)
+    if pad:
+        from scipy.ndimage import gaussian_filter
+
+        # abTEM's gaussian_source_size wraps around the scan periodically, which is right only
+        # for a scan of exactly one period; here the padded window is blurred and cropped.
+        sigma = o["source_size_nm"] / plan.scan_step_nm
+        array = gaussian_filter(array, sigma=(sigma, sigma, 0, 0), mode="nearest")
+        array = array[pad: pad + ny, pad: pad + nx]
+    array = np.ascontiguousarray(array, dtype=np.float32)
+
+    # The camera: resampling, dose, binning; a scan row at a time to bound memory.
+    n_cam = array.shape[-1] if o["detector_px"] is None else o["detector_px"]
+    b = o["detector_binning"]
+    out = np.empty((ny, nx, n_cam // b, n_cam // b), dtype=np.float32)
+    cam_step = k_step
+    camera_work = o["detector_px"] is not None or o["electrons_per_pattern"] is not None
+    for row in tqdm(range(ny), desc="camera", leave=False,
+                    disable=not (progress and camera_work)):
+        block = array[row]
+        if o["detector_px"] is not None:
+            block, cam_step = _resample_patterns(block, k_step, n_cam, o["max_angle_mrad"])
+        if o["electrons_per_pattern"] is not None:
+            block = rng.poisson(block.astype(np.float64) * o["electrons_per_pattern"])
+        if b > 1:
+            block = block.reshape(nx, n_cam // b, b, n_cam // b, b).sum(axis=(2, 4))
+        out[row] = block
+    step = cam_step * b
+    # Zero angle lies on the camera's geometric centre (the centre pixel for odd sizes).
+    k_offset = -(out.shape[-1] - 1) / 2 * step
+    calibration = Calibration(
+        scan_step_nm=plan.scan_step_nm, k_step_mrad=step, scan_offset_nm=(0.0, 0.0),
+        k_offset_mrad=(k_offset, k_offset), energy_kev=o["energy_kev"],
+        convergence_mrad=o["convergence_mrad"],
+    )
+    truth = _plan_truth(plan, grid, pad)
+    signal = make_signal(out, calibration, title=plan.title)
+    md = signal.metadata
+    counts = o["electrons_per_pattern"] is not None
+    md.set_item("Signal.quantity", "Counts (electrons)" if counts
+                else "Intensity (fraction of incident beam)")
+    md.set_item("Sample.elements", plan.elements)
+    if plan.thickness_nm is not None:
+        md.set_item("Sample.thickness_nm", float(plan.thickness_nm))
+    for key, value in truth.to_dict().items():
+        md.set_item(f"Sample.ground_truth.{key}", value)
+    md.set_item("Simulation.recipe", f"rrvae_nb.simulate.{plan.recipe}")
+    md.set_item("Simulation.parameters_json", json.dumps(plan.params, sort_keys=True))
+    md.set_item("Simulation.abtem_version", str(abtem.__version__))
+    md.set_item("Simulation.num_slices", int(potential.num_slices))
+    md.set_item("Simulation.simulated_k_step_mrad", k_step)
+    md.set_item("Simulation.wave_gpts", [int(g) for g in potential.gpts])
+    return Simulation(signal=signal, atoms=truth)
+
+
+def ground_truth_of(signal) -> GroundTruth:
+    """The ground truth of a simulated signal.
+
+    Read from ``metadata.Sample.ground_truth`` (recipes of this module store it there, and it
+    survives ``.hspy``); otherwise rebuilt with :func:`ground_truth_from_recipe` from the recipe
+    and parameters recorded in ``metadata.Simulation`` or, for shipped data loaded by
+    :func:`rrvae_nb.datasets.load` (e.g. ``.ndata1`` files), ``metadata.General.rrvae_nb``.
+
+    Raises
+    ------
+    ValueError
+        If the signal carries neither a ground truth nor a recipe (e.g. experimental data).
+    """
+    md = signal.metadata
+    node = md.get_item("Sample.ground_truth", default=None)
+    if node is not None:
+        def get(key):
+            value = node.get_item(key, default=None)
+            return None if value is None else np.asarray(value)
+
+        vac = get("vacancies_nm")
+        return GroundTruth(
+            positions_nm=get("positions_nm"), numbers=get("numbers"), is_defect=get("is_defect"),
+            vacancies_nm=np.zeros((0, 2)) if vac is None else vac,
+            probe_positions_nm=get("probe_positions_nm"),
+        )
+    for recipe_key, params_key in (("Simulation.recipe", "Simulation.parameters_json"),
+                                   ("General.rrvae_nb.recipe", "General.rrvae_nb.params")):
+        recipe = md.get_item(recipe_key, default=None)
+        params = md.get_item(params_key, default=None)
+        if recipe and params is not None:
+            return ground_truth_from_recipe(recipe, params)
+    raise ValueError(
+        "This signal carries no ground truth (metadata.Sample.ground_truth) and no simulation "
+        "recipe to rebuild it from: only data simulated by rrvae_nb.simulate have one. "
+        "Experimental data have none."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes (public)
+# --------------------------------------------------------------------------------------------
+
+
+def graphene(
+    defects: Sequence[str] = (),
+    *,
+    supercell: int | tuple[int, int] = (4, 7),
+    energy_kev: float = 60.0,
+    convergence_mrad: float = 30.0,
+    scan_center_nm: tuple[float, float] | None = None,
+    scan_extent_nm: float | tuple[float, float] = 1.0,
+    scan_gpts: int | tuple[int, int] = 32,
+    max_angle_mrad: float = 60.0,
+    detector_px: int | None = None,
+    detector_binning: int = 1,
+    sampling_nm: float = 0.01,
+    electrons_per_pattern: float | None = None,
+    source_size_nm: float = 0.0,
+    jitter_nm: float = 0.0,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> Simulation:
+    """Simulate a 4D-STEM scan of monolayer graphene, pristine or with point defects.
+
+    One slice (infinite projection) of an ideal, unrelaxed graphene supercell under an
+    aberration-free convergent probe; square diffraction pixels (abTEM ``resample="uniform"``).
+
+    Parameters
+    ----------
+    defects : sequence of {"vacancy", "si"}
+        ``()`` (pristine), ``("vacancy",)``, ``("si",)`` (a substitutional, 3-fold coordinated
+        Si) or combinations such as ``("vacancy", "si")``. The first defect replaces the atom at
+        the supercell centre, defect k the atom k x 0.426 nm further along +y.
+    supercell : int or (int, int)
+        Rectangular graphene cells (0.426 nm x 0.246 nm) along (y, x); default (4, 7), about
+        1.7 nm x 1.7 nm. The diffraction pixel is wavelength / cell size (2.86 mrad here).
+    energy_kev : float
+        Beam energy (keV).
+    convergence_mrad : float
+        Probe convergence semi-angle (mrad).
+    scan_center_nm : (float, float), optional
+        Centre (y, x) of the scan window in supercell coordinates (nm); default: the centroid of
+        the defects (the centre atom for pristine graphene).
+    scan_extent_nm : float or (float, float)
+        Size (y, x) of the scan window (nm); the last position is one step short of it.
+    scan_gpts : int or (int, int)
+        Probe positions (y, x); extent / gpts must give square steps.
+    max_angle_mrad : float
+        Half-width of the recorded patterns (mrad); patterns are square and odd-sized with 0 mrad
+        at the centre pixel.
+    detector_px : int, optional
+        Resample the patterns (bilinear, electrons conserved) onto a camera of this many pixels
+        spanning +/- ``max_angle_mrad``, zero angle at its geometric centre; default: keep the
+        simulation's own pixels.
+    detector_binning : int
+        Sum b x b camera pixels after the dose is applied (needs ``detector_px``).
+    sampling_nm : float
+        Real-space sampling of wave function and potential (nm).
+    electrons_per_pattern : float, optional
+        Finite dose: Poisson counts for this many incident electrons per probe position (the
+        counts of a pattern add up to this times the fraction scattered inside the detector).
+        None: noise-free intensities, a fraction of the incident beam per pixel.
+    source_size_nm : float
+        Standard deviation (nm) of the Gaussian image of the source at the sample (partial
+        spatial coherence; FWHM = 2.355 x this); 0 for a point source.
+    jitter_nm : float
+        Standard deviation (nm) of a random error of each probe position (scan noise); the true
+        positions are in the ground truth.
+    seed : int, optional
+        Seed of the random numbers (jitter, dose): same seed, same data.
+    progress : bool
+        Show tqdm progress bars.
+
+    Returns
+    -------
+    Simulation
+        ``.signal`` (scan y, scan x | ky, kx) in nm and mrad; ``.atoms`` the ground truth.
+
+    Raises
+    ------
+    ValueError
+        Unknown defects, non-positive sizes/energies/angles, non-square scan steps, a scan
+        window outside the supercell, or a detector beyond the sampled angles.
+    """
+    plan = _plan_graphene(
+        defects, supercell=supercell, energy_kev=energy_kev, convergence_mrad=convergence_mrad,
+        scan_center_nm=scan_center_nm, scan_extent_nm=scan_extent_nm, scan_gpts=scan_gpts,
+        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
+        sampling_nm=sampling_nm, electrons_per_pattern=electrons_per_pattern,
+        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
+    )
+    return _simulate(plan, progress)
+
+
+def zincblende_110(
+    material: str = "ZnS",
+    thickness_nm: float = 2.0,
+    *,
+    supercell: int | tuple[int, int] = (3, 2),
+    energy_kev: float = 200.0,
+    convergence_mrad: float = 25.0,
+    scan_center_nm: tuple[float, float] | None = None,
+    scan_extent_nm: float | tuple[float, float] = 0.8,
+    scan_gpts: int | tuple[int, int] = 24,
+    max_angle_mrad: float = 60.0,
+    detector_px: int | None = None,
+    detector_binning: int = 1,
+    sampling_nm: float = 0.008,
+    slice_thickness_nm: float = 0.2,
+    electrons_per_pattern: float | None = None,
+    source_size_nm: float = 0.0,
+    jitter_nm: float = 0.0,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> Simulation:
+    """Simulate a 4D-STEM scan of a zincblende crystal seen along [110] (multislice).
+
+    Along [110] zincblende shows "dumbbells": a cation and an anion column a / 4 apart along
+    [001] (y here). In a thin crystal (<= 2 nm) the COM follows the projected electric field;
+    in a thick one (about 5 nm) channelling breaks that picture: compare the two.
+
+    Parameters
+    ----------
+    material : {"ZnS", "GaAs"}
+        Crystal (lattice constants 0.541 nm and 0.5653 nm).
+    thickness_nm : float
+        Crystal thickness (nm), rounded to whole [110] repeats (a / sqrt 2, 0.383 nm for ZnS);
+        the thickness used is stored in ``metadata.Sample.thickness_nm``.
+    supercell : int or (int, int)
+        Repeats of the (a, sqrt(2) a) cell along (y, x); default about 1.6 nm x 1.5 nm.
+    energy_kev, convergence_mrad : float
+        Beam energy (keV) and probe semi-angle (mrad).
+    scan_center_nm : (float, float), optional
+        Centre (y, x) of the scan window in supercell coordinates (nm); default: the midpoint of
+        the dumbbell at the supercell centre.
+    scan_extent_nm, scan_gpts, max_angle_mrad, detector_px, detector_binning :
+        As in :func:`graphene`.
+    sampling_nm : float
+        Real-space sampling (nm); 0.008 nm keeps 60 mrad at 200 keV.
+    slice_thickness_nm : float
+        Multislice slice thickness (nm); the number of slices is stored in
+        ``metadata.Simulation.num_slices``.
+    electrons_per_pattern, source_size_nm, jitter_nm, seed, progress :
+        As in :func:`graphene`.
+
+    Returns
+    -------
+    Simulation
+        Ground truth per atomic column (positions projected along the beam).
+
+    Raises
+    ------
+    ValueError
+        Unknown material, non-positive thickness/sizes/energies, a thickness below one [110]
+        repeat, non-square scan steps, or a scan window outside the supercell.
+    """
+    plan = _plan_zincblende_110(
+        material, thickness_nm, supercell=supercell, energy_kev=energy_kev,
+        convergence_mrad=convergence_mrad, scan_center_nm=scan_center_nm,
+        scan_extent_nm=scan_extent_nm, scan_gpts=scan_gpts, max_angle_mrad=max_angle_mrad,
+        detector_px=detector_px, detector_binning=detector_binning, sampling_nm=sampling_nm,
+        slice_thickness_nm=slice_thickness_nm, electrons_per_pattern=electrons_per_pattern,
+        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
+    )
+    return _simulate(plan, progress)
+
+
+def emulate_graphene_experiment(
+    defects: Sequence[str] = ("vacancy",),
+    *,
+    supercell: int | tuple[int, int] = (8, 14),
+    scan_gpts: int = 64,
+    fov_nm: float = 1.0,
+    camera_px: int = 256,
+    camera_max_angle_mrad: float = 36.0,
+    camera_binning: int = 1,
+    electrons_per_pattern: float = 5e4,
+    source_size_nm: float = 0.02,
+    jitter_nm: float = 0.005,
+    energy_kev: float = 60.0,
+    convergence_mrad: float = 30.0,
+    sampling_nm: float = 0.01,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> Simulation:
+    """Graphene 4D-STEM data shaped like the paper's Nion UltraSTEM experiment.
+
+    A ``scan_gpts`` x ``scan_gpts`` scan over ``fov_nm`` (64 x 64 over 1 nm by default) centred
+    on the defect(s), recorded on a ``camera_px`` x ``camera_px`` camera spanning +/-
+    ``camera_max_angle_mrad`` so that the 30 mrad bright-field disk fills most of it, with shot
+    noise (Poisson counts), a finite Gaussian source and a random error of each probe position.
+
+    The patterns are simulated at the supercell's own angular sampling (1.4 mrad for the default
+    3.4 nm cell) and resampled bilinearly onto the camera (0.28 mrad pixels by default): the
+    camera's finer pixels add no information beyond the simulation's, as in a real camera whose
+    pixels oversample the optics' transfer.
+
+    Parameters
+    ----------
+    defects : sequence of {"vacancy", "si"}
+        As in :func:`graphene`; ``("si",)`` is a substitutional, 3-fold coordinated Si dopant.
+    supercell : int or (int, int)
+        Rectangular graphene cells along (y, x); a larger cell samples the patterns more finely.
+    scan_gpts : int
+        Probe positions per side.
+    fov_nm : float
+        Field of view per side (nm).
+    camera_px : int
+        Camera pixels per side, before binning.
+    camera_max_angle_mrad : float
+        Camera half-width, centre to edge (mrad).
+    camera_binning : int
+        Sum b x b camera pixels after counting (patterns then have camera_px / b pixels a side).
+    electrons_per_pattern : float
+        Incident electrons per probe position.
+    source_size_nm : float
+        Gaussian sigma (nm) of the source image (partial spatial coherence).
+    jitter_nm : float
+        Standard deviation (nm) of the random probe-position error; the true positions are in
+        ``atoms.probe_positions_nm``.
+    energy_kev, convergence_mrad, sampling_nm, seed, progress :
+        As in :func:`graphene`.
+
+    Returns
+    -------
+    Simulation
+        Electron counts per camera pixel (float32); ground truth as in :func:`graphene`.
+        Unbinned, the default result holds 64 x 64 x 256 x 256 values (1.1 GB); it takes about
+        a minute on two cores.
+    """
+    plan = _plan_emulate_graphene_experiment(
+        defects, supercell=supercell, scan_gpts=scan_gpts, fov_nm=fov_nm, camera_px=camera_px,
+        camera_max_angle_mrad=camera_max_angle_mrad, camera_binning=camera_binning,
+        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
+        jitter_nm=jitter_nm, energy_kev=energy_kev, convergence_mrad=convergence_mrad,
+        sampling_nm=sampling_nm, seed=seed,
+    )
+    return _simulate(plan, progress)
