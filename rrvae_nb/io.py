@@ -38,7 +38,6 @@ from __future__ import annotations
 import io as _stdio
 import json
 import math
-import os
 import struct
 import uuid
 import zipfile
@@ -48,6 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rrvae_nb._atomic import replace_atomically
 from rrvae_nb.signals import (
     SQUARE_TOLERANCE,
     Calibration,
@@ -217,28 +217,6 @@ def save(path, signal, **kwargs) -> Path:
     )
 
 
-def _temp_path(path: Path, suffix: str = ".tmp") -> Path:
-    """A unique temporary file name in the same folder as ``path`` (same file system)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
-
-
-def _replace_atomically(path: Path, write) -> Path:
-    """Run ``write(temp_path)``, then move the temp file onto ``path``; clean up on failure."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"The folder {path.parent} does not exist; create it first (Path.mkdir)."
-        )
-    tmp = _temp_path(path, suffix=".tmp" + path.suffix)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_hspy(path, signal, **kwargs) -> Path:
     """Write a signal to ``.hspy`` (HDF5) atomically.
 
@@ -263,7 +241,7 @@ def write_hspy(path, signal, **kwargs) -> Path:
     if path.suffix.lower() != ".hspy":
         raise ValueError(f"write_hspy writes .hspy files; got {path.name!r}. Use a .hspy name.")
     kwargs.setdefault("overwrite", True)
-    return _replace_atomically(path, lambda tmp: signal.save(tmp, **kwargs))
+    return replace_atomically(path, lambda tmp: signal.save(tmp, **kwargs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -879,4 +857,4 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
                         fp.write(memoryview(block).cast("B"))
                         bar.update(block.nbytes)
 
-    return _replace_atomically(path, write)
+    return replace_atomically(path, write)

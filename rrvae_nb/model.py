@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io as _io
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from ._atomic import replace_atomically
 from ._checks import as_patterns
 from ._version import __version__
 from .networks import ImageDecoder, MLPEncoder, PolarEncoder, SpatialDecoder
@@ -513,16 +512,7 @@ class RrVAE(nn.Module):
             "config": self._config_kwargs(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return replace_atomically(path, lambda tmp: torch.save(payload, tmp), mkdir=True)
 
     @classmethod
     def load(cls, path, device=None) -> RrVAE:

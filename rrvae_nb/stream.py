@@ -17,12 +17,11 @@ same results as in-process.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import replace_atomically
 from .model import RrVAE
 
 __all__ = ["sample_patterns", "sample_index", "encode_maps", "latent_names"]
@@ -49,18 +48,6 @@ def _compute(collection, desc: str, progress: bool):
 
     with TqdmCallback(desc=desc, disable=not progress):
         return dask.compute(collection, scheduler="threads")[0]
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bool = True):
@@ -116,7 +103,7 @@ def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bo
         subset = np.asarray(patterns[index])
     subset = np.ascontiguousarray(subset, dtype=np.float32)
     if cache is not None:
-        _atomic_save_npy(cache, subset)
+        replace_atomically(cache, lambda tmp: np.save(tmp, subset), mkdir=True)
     return subset
 
 
@@ -217,12 +204,5 @@ def encode_maps(
         path = Path(path)
         if path.suffix != ".hspy":
             raise ValueError(f"Latent maps are written as .hspy; got {path.name!r}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.partial.hspy")
-        try:
-            sig.save(tmp, overwrite=True)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_atomically(path, lambda tmp: sig.save(tmp, overwrite=True), mkdir=True)
     return sig

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,6 +13,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
+from ._atomic import replace_atomically, stale_temporaries
 from ._checks import as_patterns
 from ._version import __version__
 from .model import RrVAE
@@ -200,7 +199,7 @@ def fit(
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         # a process killed while writing leaves its temporary file: never the checkpoint itself
-        for stale in checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"):
+        for stale in stale_temporaries(checkpoint):
             stale.unlink(missing_ok=True)
         if checkpoint.exists():
             start = _resume(checkpoint, model, svi, hist, run_key)
@@ -271,15 +270,7 @@ def _save_checkpoint(path: Path, model: RrVAE, svi: SVI, hist: History, key: dic
         "history": {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
                     for k, v in asdict(hist).items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda tmp: torch.save(payload, tmp), mkdir=True)
 
 
 def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict) -> int:

@@ -14,10 +14,9 @@ The books' full build always trains live; the cached files are written from such
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ._atomic import replace_atomically
 from ._version import __version__
 from .datasets import _sha256, default_data_dir
 from .model import RrVAE
@@ -40,17 +39,6 @@ def _read(folder: Path) -> dict:
     if not isinstance(manifest.get("weights"), dict):
         raise ValueError(f"{path} has no 'weights' table: restore it from git.")
     return manifest
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def list_weights(data_dir=None) -> dict[str, dict]:
@@ -85,7 +73,8 @@ def save_weights(model: RrVAE, name: str, *, data_dir=None, **provenance) -> Pat
         "package_version": __version__,
         "provenance": provenance,
     }
-    _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    replace_atomically(folder / "manifest.json", lambda tmp: tmp.write_text(text))
     return path
 
 

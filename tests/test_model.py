@@ -256,7 +256,7 @@ def test_manifold_grid_layout(trained):
 def test_save_load_round_trip(trained, tmp_path):
     model, data, _ = trained
     path = model.save(tmp_path / "m.pt")
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
     loaded = rr.RrVAE.load(path)
     a, b = model.encode(data.patterns[:20]), loaded.encode(data.patterns[:20])
     for field in ("angle", "angle_std", "z", "z_std"):

@@ -59,7 +59,7 @@ def test_sample_patterns(cube, tmp_path):
     again = sample_patterns(prep.patterns, 30, seed=4, cache=tmp_path / "s.npy")
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, sub)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
     with pytest.raises(ValueError, match="delete it"):
         sample_patterns(prep.patterns, 20, cache=tmp_path / "s.npy")
     np.testing.assert_array_equal(sample_patterns(full, 30, seed=4), sub)

@@ -152,7 +152,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         rr.fit(model, data, epochs=5, batch_size=64, seed=3, progress=False,
                kl_weight=_interrupt_at(3), checkpoint=ckpt)
-    assert ckpt.exists() and not list(tmp_path.glob("*.tmp"))
+    assert ckpt.exists() and not list(tmp_path.glob("*.tmp*"))
     fresh = rr.RrVAE((SIZE, SIZE), 2, seed=0)  # a new process would start from a new model
     hist = rr.fit(fresh, data, epochs=5, batch_size=64, seed=3, progress=False, checkpoint=ckpt)
     assert hist.val_loss == ref_hist.val_loss and hist.epochs == 5
