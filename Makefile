@@ -20,12 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # The tests: the package's unit tests, every chapter under nbmake in quick mode, a quick-mode
-# HTML build of the book and the headless-browser check of it.
+# HTML build of the book and the headless-browser check of it. Two notebook kernels share the two
+# cores, so each gets one OpenMP thread (two each oversubscribe the CPUs and run ~10x slower).
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 test: setup
 	$(PY) -m pytest -q -n 2 tests
 ifneq ($(NOTEBOOKS),)
-	RRVAE_NB_QUICK=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+	RRVAE_NB_QUICK=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
 endif
 	$(MAKE) --no-print-directory book-quick
 	$(MAKE) --no-print-directory browser-check BOOK_VARIANT=quick
