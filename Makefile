@@ -7,6 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP_QUIET := --quiet --disable-pip-version-check
+# Idle OpenMP threads sleep instead of spinning: on a shared or small machine spinning threads
+# make torch's small operations up to tenfold slower (kernels inherit this environment).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test book lab bench data lint clean
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+# before torch is imported: idle OpenMP threads sleep instead of spinning
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
