@@ -144,7 +144,9 @@ class RrVAE(nn.Module):
         undoes it and encodes the canonical pattern: equivariant by construction (see
         :class:`rrvae_nb.networks.PolarEncoder`).
     decoder_hidden, encoder_hidden : tuple of int
-        Hidden layer widths (tanh). The authors used (128, 128) for both.
+        Hidden layer widths (tanh). The authors' encoder is (128, 128); their spatial decoder
+        (AtomAI, 2 layers of 128) corresponds to ``decoder_hidden=(128, 128, 128)`` here, whose
+        first layer is the coordinate + latent layer.
     interpolation : {"bilinear", "bicubic"}
         Rotation interpolation of the image decoder.
     seed : int
