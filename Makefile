@@ -37,8 +37,10 @@ endif
 lint: setup
 	$(VENV)/bin/ruff check rrvae_nb tests bench tools book/_ext
 
+# Speed (paper vs default rrVAE; about 25 min) and out-of-core scale (a 2 GB file; about 5 min).
 bench: setup
 	$(PY) -m bench
+	$(PY) -m bench.scale
 
 data: setup
 	$(PY) data/make_data.py

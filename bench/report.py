@@ -353,6 +353,7 @@ def write_results(folder, raw: dict, summary: dict, text: str) -> tuple[Path, Pa
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are for everyone to read
         os.replace(tmp, md_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

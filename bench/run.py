@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for cpu.md and cpu.json (default: bench/results, or "
                         "bench/results/quick with --quick)")
+    p.add_argument("--render", type=Path, default=None, metavar="CPU_JSON",
+                   help="run nothing: rebuild cpu.md (and the summary in cpu.json) from the "
+                        "raw results of an earlier run, e.g. after a change to the report")
     return p
 
 
@@ -111,6 +114,8 @@ def _simulate_available() -> str | None:
 def main(argv=None) -> int:
     """Run the benchmark; returns 0, or 1 when a requested row failed."""
     args = _parser().parse_args(argv)
+    if args.render is not None:
+        return _render(args.render, args.out)
     mode = "quick" if args.quick else "full"
     st = dict(SETTINGS[mode])
     if args.budget is not None:
@@ -197,10 +202,33 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def _render(json_path: Path, out_dir: Path | None) -> int:
+    """Rebuild the report of an earlier run from its cpu.json."""
+    try:
+        raw = json.loads(Path(json_path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"Cannot read benchmark results from {json_path}: {err}. Give the "
+                         "cpu.json that an earlier `python -m bench` wrote.") from None
+    raw.pop("summary", None)
+    if "meta" not in raw or "rows" not in raw:
+        raise SystemExit(f"{json_path} is not a cpu.json written by `python -m bench`.")
+    raw["notes"] = _notes(raw, raw["meta"]["settings"])
+    summary = report.summarise(raw)
+    text = report.markdown(raw, summary)
+    md, js = report.write_results(out_dir or Path(json_path).parent, raw, summary, text)
+    print(text)
+    print(f"[bench] rebuilt {md} and {js}", flush=True)
+    return 0
+
+
 def _notes(raw: dict, st: dict) -> list[str]:
     s = raw["meta"]["settings"]
     n_train = next((r["n_train"] for r in raw["rows"].values() if "n_train" in r), None)
+    default_budget = SETTINGS["quick" if s["quick"] else "full"]["budget_cpu_s"]
     return [
+        f"Training budget: {st['budget_cpu_s']:.0f} CPU-s per row"
+        + ("" if st["budget_cpu_s"] == default_budget else
+           f" (set with --budget; the default is {default_budget:.0f})") + ".",
         "Rows: " + "; ".join(f"**{r.label}**: {r.description}" for r in ROWS
                             if r.name in s["rows"]) + ". Everything else is the package's "
         "default (periodic angle prior, Gaussian likelihood of width 0.1, 2 content latents). "

@@ -52,6 +52,7 @@ def write_json(path, obj) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1, default=_jsonable)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
