@@ -1,6 +1,6 @@
 """Out-of-core benchmark: preprocess and encode a 4D-STEM file far larger than one chunk.
 
-Run ``python -m bench.scale`` (full size, about 10 to 20 minutes on two cores) or
+Run ``python -m bench.scale`` (full size, about 5 minutes on two cores) or
 ``python -m bench.scale --quick`` (a small file, about a minute: checks that the script works;
 its numbers mean little). Results go to ``bench/results/scale.md`` and ``scale.json``
 (``bench/results/quick/`` with ``--quick``).

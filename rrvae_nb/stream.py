@@ -123,9 +123,22 @@ def latent_names(model: RrVAE) -> list[str]:
     return names
 
 
-def _encode_block(block: np.ndarray, model: RrVAE) -> np.ndarray:
+_MODELS: dict[bytes, RrVAE] = {}
+
+
+def _encode_block(block: np.ndarray, payload: bytes) -> np.ndarray:
+    # The model travels as pickled bytes: a task graph that also holds an HDF5 file handle
+    # (lazy .hspy data) is serialised by distributed's fallback, which would not use
+    # RrVAE.__reduce__. Each worker unpickles a model once.
+    import hashlib
+    import pickle
+
     import torch
 
+    key = hashlib.sha256(payload).digest()
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS.setdefault(key, pickle.loads(payload))
     torch.set_num_threads(1)  # one thread per dask task: the workers are the parallelism
     enc = model.encode(np.asarray(block), batch_size=len(block), progress=False)
     cols = [enc.angle[:, None], enc.angle_std[:, None], enc.z, enc.z_std]
@@ -179,8 +192,10 @@ def encode_maps(
     x = x.rechunk((chunk, -1, -1))
     model = model.to("cpu").eval()
     names = latent_names(model)
+    import pickle
+
     lat = x.map_blocks(
-        _encode_block, model=model, dtype=np.float32, drop_axis=2,
+        _encode_block, payload=pickle.dumps(model), dtype=np.float32, drop_axis=2,
         chunks=(x.chunks[0], (len(names),)),
         meta=np.empty((0, 0), dtype=np.float32),
     )

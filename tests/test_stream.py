@@ -89,17 +89,21 @@ def test_encode_maps_lazy_equals_eager_and_writes_hspy(cube, model, tmp_path):
 
 
 @pytest.mark.slow
-def test_distributed_equals_in_process(cube, model):
+def test_distributed_equals_in_process(cube, model, tmp_path):
     from distributed import Client, LocalCluster
 
-    lazy = prepare(make_signal(da.from_array(cube, chunks=(3, 5, -1, -1)), CAL),
-                   compute=False, progress=False)
+    from rrvae_nb.io import load, save
+
+    # a lazy .hspy source: its HDF5 handle sits in the task graph the cluster must ship
+    save(tmp_path / "cube.hspy", make_signal(da.from_array(cube, chunks=(3, 5, -1, -1)), CAL),
+         compression=None)
+    lazy = prepare(load(tmp_path / "cube.hspy", lazy=True), compute=False, progress=False)
     local_maps = encode_maps(model, lazy, chunk=17, progress=False)
     local_sample = sample_patterns(lazy.patterns, 25, seed=1, progress=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster):
-        lazy_d = prepare(make_signal(da.from_array(cube, chunks=(3, 5, -1, -1)), CAL),
-                         compute=False, progress=False)
+        lazy_d = prepare(load(tmp_path / "cube.hspy", lazy=True), compute=False,
+                         progress=False)
         dist_maps = encode_maps(model, lazy_d, chunk=17, progress=False)
         dist_sample = sample_patterns(lazy_d.patterns, 25, seed=1, progress=False)
     np.testing.assert_allclose(dist_maps.data, local_maps.data, atol=1e-6)
