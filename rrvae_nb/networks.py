@@ -139,7 +139,8 @@ class SpatialDecoder(nn.Module):
     latent_dim : int
         Number of content latents.
     hidden : tuple of int
-        Hidden widths (the authors: (128, 128)).
+        Hidden widths; the first is the coordinate + latent layer (the authors' AtomAI decoder
+        with two layers of 128 is (128, 128, 128) here).
     """
 
     def __init__(self, size: int, latent_dim: int, hidden: tuple[int, ...] = (128, 128)):

@@ -983,6 +983,15 @@ def prepare(
     origin = _window_origin(centre_px, window, (H, W), subpixel)
     plan = replace(plan, origin=origin)
 
+    steps = dict(
+        input_shape=tuple(int(n) for n in array.shape), input_lazy=lazy,
+        input_signal=from_signal, centre=centre, threshold=threshold, subpixel=subpixel,
+        window_origin_px=origin, crop=crop, bin_factor=bin_factor,
+        bin_reduce=bin_reduce if bin_factor is not None else None, size=size, scale=scale,
+        subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
+        normalise=normalise,
+    )
+
     # Pass 2: per-pattern reduction (centre, crop, bin/resize, scale).
     if lazy:
         reduced_lazy = array.map_blocks(
@@ -991,17 +1000,12 @@ def prepare(
             meta=np.empty((0,) * array.ndim, dtype=np.float32),
         )
         if not compute:
-            return _prepare_lazy(
-                reduced_lazy.reshape(n_patterns, h, w), plan, origin, cal, grid, centre_px,
-                checked, stats, scale, subtract_mean, normalise, pca_components, run_dask,
-                dict(input_shape=tuple(int(n) for n in array.shape), input_lazy=True,
-                     input_signal=from_signal, centre=centre, threshold=threshold,
-                     subpixel=subpixel, window_origin_px=origin, crop=crop,
-                     bin_factor=bin_factor,
-                     bin_reduce=bin_reduce if bin_factor is not None else None, size=size,
-                     scale=scale, subtract_mean=subtract_mean, normalise=normalise,
-                     computed=False),
+            steps["computed"] = False
+            reduced, mean_pattern = _reduce_lazily(
+                reduced_lazy.reshape(n_patterns, h, w), checked, stats, scale, subtract_mean,
+                normalise, pca_components, run_dask, steps,
             )
+            return _prepared(reduced, plan, origin, cal, grid, centre_px, mean_pattern, steps)
         if checked:
             (reduced,) = run_dask(reduced_lazy, desc="reducing patterns")
         else:
@@ -1030,14 +1034,6 @@ def prepare(
     mean_pattern = reduced.mean(axis=0, dtype=np.float64).astype(np.float32)
     if subtract_mean:
         reduced -= mean_pattern
-    steps = dict(
-        input_shape=tuple(int(n) for n in array.shape), input_lazy=lazy,
-        input_signal=from_signal, centre=centre, threshold=threshold, subpixel=subpixel,
-        window_origin_px=origin, crop=crop, bin_factor=bin_factor,
-        bin_reduce=bin_reduce if bin_factor is not None else None, size=size, scale=scale,
-        subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
-        normalise=normalise,
-    )
     if pca_components is not None:
         reduced, ratio = pca_denoise(reduced, pca_components, pca_keep, seed=seed)
         steps["pca_explained_variance_ratio"] = [float(r) for r in ratio]
@@ -1047,9 +1043,15 @@ def prepare(
         reduced = _normalise_stack(reduced, (lo, hi))
         steps["value_range"] = (lo, hi)
 
+    reduced = np.ascontiguousarray(reduced, dtype=np.float32)
+    return _prepared(reduced, plan, origin, cal, grid, centre_px, mean_pattern, steps)
+
+
+def _prepared(patterns, plan, origin, cal, grid, centre_px, mean_pattern, steps) -> Prepared:
+    """The result of :func:`prepare`, with the calibration of the reduced patterns."""
     step_px, k_origin, cal_out = _reduced_calibration(plan, origin, cal)
     return Prepared(
-        patterns=np.ascontiguousarray(reduced, dtype=np.float32),
+        patterns=patterns,
         scan_shape=grid,
         calibration=cal_out,
         mean_pattern=mean_pattern,
@@ -1075,9 +1077,12 @@ def _reduced_calibration(plan, origin, cal):
     return step_px, k_origin, cal_out
 
 
-def _prepare_lazy(reduced, plan, origin, cal, grid, centre_px, checked, stats, scale,
-                  subtract_mean, normalise, pca_components, run_dask, steps) -> Prepared:
-    """The out-of-core end of :func:`prepare`: two streaming passes, patterns stay lazy."""
+def _reduce_lazily(reduced, checked, stats, scale, subtract_mean, normalise, pca_components,
+                   run_dask, steps):
+    """The out-of-core end of :func:`prepare`: two streaming passes, patterns stay lazy.
+
+    Returns the lazy (N, H, W) patterns and the mean reduced pattern; records the value range
+    in ``steps``."""
     if pca_components is not None:
         raise ValueError(
             "PCA needs the patterns in memory: use compute=True, or denoise a sample "
@@ -1100,14 +1105,4 @@ def _prepare_lazy(reduced, plan, origin, cal, grid, centre_px, checked, stats, s
             raise ValueError("All preprocessed patterns are identical: nothing to learn from.")
         out = ((out - lo) / (hi - lo)).astype(np.float32)
         steps["value_range"] = (lo, hi)
-    step_px, k_origin, cal_out = _reduced_calibration(plan, origin, cal)
-    return Prepared(
-        patterns=out,
-        scan_shape=grid,
-        calibration=cal_out,
-        mean_pattern=mean_pattern,
-        centre_px=centre_px,
-        k_origin_px=k_origin,
-        k_step_px=step_px,
-        steps=steps,
-    )
+    return out, mean_pattern
