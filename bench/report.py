@@ -261,9 +261,14 @@ def markdown(raw: dict, summary: dict) -> str:
         lines += [
             f"Peak RSS of the default row, cumulative: {stages['imports'] / 1024:.2f} GB after "
             f"importing torch, pyro and rrvae_nb; {stages['data'] / 1024:.2f} GB with the "
-            f"patterns, their training and held-out copies and the noise-free references; "
-            f"{stages['model'] / 1024:.2f} GB with the model; {stages['training'] / 1024:.2f} GB "
-            "after training (the training steps' working set and the held-out evaluations).",
+            "patterns (training batches are gathered through an index, not copied), the "
+            "held-out patterns and their noise-free references; "
+            f"{stages['model'] / 1024:.2f} GB with the model; "
+            + (f"{stages['first_step'] / 1024:.2f} GB after the first training step (torch's "
+               "optimiser imports torch._dynamo, and with it sympy, on its first step); "
+               if "first_step" in stages else "")
+            + f"{stages['training'] / 1024:.2f} GB after training (the training steps' working "
+            "set and the held-out evaluations).",
             "",
         ]
     lines += _graphene_table(raw, summary)

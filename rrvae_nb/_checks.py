@@ -63,9 +63,10 @@ def as_patterns(
             f"with pattern_shape={tuple(x.shape[1:])}."
         )
     x = x.to(torch.float32)
-    finite = torch.isfinite(x)
+    # checked in chunks: a full-size boolean mask would cost a quarter of the data's memory
+    finite = torch.cat([torch.isfinite(c).flatten(1).all(1) for c in x.split(1024)])
     if not bool(finite.all()):
-        bad = (~finite).flatten(1).any(1).nonzero().flatten()
+        bad = (~finite).nonzero().flatten()
         raise ValueError(
             f"{name} contain NaN or inf values in {bad.numel()} pattern(s) (first: index "
             f"{int(bad[0])}): remove or repair them (e.g. np.nan_to_num) before training."

@@ -100,11 +100,23 @@ def sample_at_pose(
     torch.Tensor
         (B, H, W) rendered images.
     """
-    size = images.shape[-1]
-    grid = coordinate_grid(size, device=images.device, dtype=images.dtype)
-    q = pose_coordinates(grid, angle, translation)
-    # grid_sample wants (x right, y DOWN) in [-1, 1] with align_corners=True at pixel centres.
-    gs = torch.stack([q[..., 0], -q[..., 1]], dim=-1)
+    # The pose as one affine map in grid_sample's coordinates (x right, y DOWN, [-1, 1] at the
+    # outermost pixel centres with align_corners=True). With p = (gx, -gy) and t = (tx, ty) (y
+    # up), R(-a)(p - t) turned back to (x, y down) is theta @ (gx, gy, 1) with theta below.
+    # affine_grid writes the (B, H, W, 2) grid in one pass: building it from pose_coordinates
+    # took several full-size temporaries per batch (a third of the default model's training
+    # step, and most of its memory).
+    c, s = torch.cos(angle), torch.sin(angle)
+    if translation is None:
+        shift_x = shift_y = torch.zeros_like(c)
+    else:
+        tx, ty = translation[:, 0], translation[:, 1]
+        shift_x, shift_y = -(c * tx + s * ty), c * ty - s * tx
+    theta = torch.stack(
+        [torch.stack([c, -s, shift_x], dim=-1), torch.stack([s, c, shift_y], dim=-1)], dim=-2
+    ).to(images.dtype)
+    b, h, w = images.shape
+    gs = F.affine_grid(theta, [b, 1, h, w], align_corners=True)
     out = F.grid_sample(
         images.unsqueeze(1), gs, mode=mode, padding_mode="border", align_corners=True
     )
@@ -126,7 +138,8 @@ def rotate_patterns(patterns, angle, order: int = 3):
     Returns
     -------
     Same type as ``patterns``, same shape. Areas rotated in from outside the frame take the
-    border value.
+    border value. No gradient is kept: for differentiable rendering use
+    :func:`sample_at_pose`.
     """
     mode = {0: "nearest", 1: "bilinear", 3: "bicubic"}.get(order)
     if mode is None:
@@ -146,7 +159,11 @@ def rotate_patterns(patterns, angle, order: int = 3):
     a = a.expand(x.shape[0]) if a.ndim == 0 else a
     if a.shape != (x.shape[0],):
         raise ValueError(f"Need one angle or one per pattern ({x.shape[0]}); got {tuple(a.shape)}.")
-    out = sample_at_pose(x, a, mode=mode)
+    # in chunks: the sampling grid and the interpolation's temporaries are several times the
+    # size of the patterns they rotate
+    with torch.no_grad():
+        out = torch.cat([sample_at_pose(xc, ac, mode=mode)
+                         for xc, ac in zip(x.split(256), a.split(256))])
     if single:
         out = out[0]
     if is_numpy:

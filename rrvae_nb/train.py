@@ -100,12 +100,15 @@ def evaluate(model: RrVAE, patterns, batch_size: int = 512, device=None) -> floa
     return _evaluate(svi, x, batch_size, dev)
 
 
-def _evaluate(svi: SVI, x: torch.Tensor, batch_size: int, dev) -> float:
+def _evaluate(svi: SVI, x: torch.Tensor, batch_size: int, dev, index=None) -> float:
+    """Negative ELBO per pattern of ``x`` (or of ``x[index]``, gathered batch by batch)."""
+    n = x.shape[0] if index is None else len(index)
     total = 0.0
     with torch.no_grad():
-        for s in range(0, x.shape[0], batch_size):
-            total += svi.evaluate_loss(x[s : s + batch_size].to(dev), kl_weight=1.0)
-    return total / x.shape[0]
+        for s in range(0, n, batch_size):
+            batch = x[s : s + batch_size] if index is None else x[index[s : s + batch_size]]
+            total += svi.evaluate_loss(batch.to(dev), kl_weight=1.0)
+    return total / n
 
 
 def fit(
@@ -190,8 +193,14 @@ def fit(
     dev = _resolve_device(model, device)
     model.to(dev)
     model.train()
-    x_train = x[train_idx].to(dev)
-    x_val = x[val_idx]
+    # Batches are gathered from the whole set through the index: copying the training split
+    # would hold the data twice (on a GPU, only the training patterns are moved there).
+    if dev.type == "cpu":
+        source, train_pos = x, torch.from_numpy(train_idx)
+    else:
+        source, train_pos = x[train_idx].to(dev), torch.arange(len(train_idx), device=dev)
+    val_pos = torch.from_numpy(val_idx)
+    n_train = len(train_idx)
     svi = _svi(model, lr, num_particles)
     hist = History(train_index=train_idx, val_index=val_idx)
     run_key = _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model)
@@ -211,20 +220,20 @@ def fit(
         # each epoch's randomness depends on (seed, epoch) only, so a resumed run is identical
         pyro.set_rng_seed(_epoch_seed(seed, epoch))
         gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        perm = torch.randperm(x_train.shape[0], generator=gen).to(dev)
+        perm = train_pos[torch.randperm(n_train, generator=gen).to(dev)]
         total = 0.0
-        for s in range(0, x_train.shape[0], batch_size):
-            loss = svi.step(x_train[perm[s : s + batch_size]], kl_weight=beta)
+        for s in range(0, n_train, batch_size):
+            loss = svi.step(source[perm[s : s + batch_size]], kl_weight=beta)
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"The loss became {loss} in epoch {epoch}: lower lr, scale the data to "
                     "[0, 1] (rrvae_nb.preprocess.normalise) or use a larger likelihood scale."
                 )
             total += loss
-        hist.train_loss.append(total / x_train.shape[0])
+        hist.train_loss.append(total / n_train)
         hist.kl_weight.append(beta)
         if n_val:
-            hist.val_loss.append(_evaluate(svi, x_val, 4 * batch_size, dev))
+            hist.val_loss.append(_evaluate(svi, x, 4 * batch_size, dev, index=val_pos))
         hist.seconds.append(time.perf_counter() - t0)
         post = {"train": f"{hist.train_loss[-1]:.4g}"}
         if n_val:

@@ -4,6 +4,7 @@ import torch
 
 from rrvae_nb.rotate import (
     coordinate_grid,
+    pose_coordinates,
     rotate_patterns,
     sample_at_pose,
     translation_to_pixels,
@@ -80,3 +81,22 @@ def test_grid_and_wrap():
         w = wrap_angle(a, n)
         assert np.all(w >= -np.pi / n) and np.all(w < np.pi / n)
         np.testing.assert_allclose(np.exp(1j * n * w), np.exp(1j * n * a), atol=1e-9)
+
+
+def test_rendering_samples_the_canonical_image_where_pose_coordinates_say(rng):
+    # The image decoder (sample_at_pose) and the spatial decoder (pose_coordinates) must agree
+    # on where a pixel at pose (angle, t) looks in the canonical frame, rotation and
+    # translation together, and the angle must get a gradient through the rendering.
+    size = 17
+    img = torch.from_numpy(spot(size, 5, 11, 2.0) + 0.5 * spot(size, 12, 6, 1.5))
+    imgs = img.expand(3, size, size).contiguous()
+    angle = torch.tensor([0.4, -2.1, 3.0], requires_grad=True)
+    t = torch.tensor([[0.1, -0.2], [0.0, 0.3], [-0.25, 0.05]])
+    out = sample_at_pose(imgs, angle, t)
+    q = pose_coordinates(coordinate_grid(size), angle.detach(), t)
+    gs = torch.stack([q[..., 0], -q[..., 1]], dim=-1)  # grid_sample's y points down
+    ref = torch.nn.functional.grid_sample(
+        imgs[:, None], gs, padding_mode="border", align_corners=True)[:, 0]
+    np.testing.assert_allclose(out.detach().numpy(), ref.numpy(), atol=1e-5)
+    (out * torch.from_numpy(rng.normal(size=(3, size, size)).astype(np.float32))).sum().backward()
+    assert torch.all(angle.grad.abs() > 1e-4)
