@@ -26,6 +26,12 @@ SPEEDUP_TARGET = 10.0
 RSS_TARGET_GB = 0.5
 
 
+def _gb(mib: float) -> float:
+    """MiB (what the worker measures: VmHWM / 1024) as GB of 10^9 bytes, the unit of the issue's
+    target and of every memory figure in the report."""
+    return mib * 2**20 / 1e9
+
+
 def machine() -> dict:
     """CPU model, core counts, library versions and the date (UTC)."""
     import pyro
@@ -95,7 +101,7 @@ def summarise(raw: dict) -> dict:
             "cpu_s_per_epoch": r["cpu_s_per_epoch"],
             "wall_s_per_epoch": r["wall_s_per_epoch"],
             "patterns_per_cpu_s": r["patterns_per_cpu_s"],
-            "peak_rss_gb": r["peak_rss_mb"] / 1024,
+            "peak_rss_gb": _gb(r["peak_rss_mb"]),
             "epochs_in_budget": r["epochs"],
             "train_cpu_s": r["train_cpu_s"],
             "mse": final["mse"],
@@ -259,15 +265,15 @@ def markdown(raw: dict, summary: dict) -> str:
     stages = raw["rows"].get(DEFAULT, {}).get("peak_rss_mb_stages")
     if stages:
         lines += [
-            f"Peak RSS of the default row, cumulative: {stages['imports'] / 1024:.2f} GB after "
-            f"importing torch, pyro and rrvae_nb; {stages['data'] / 1024:.2f} GB with the "
+            f"Peak RSS of the default row, cumulative: {_gb(stages['imports']):.2f} GB after "
+            f"importing torch, pyro and rrvae_nb; {_gb(stages['data']):.2f} GB with the "
             "patterns (training batches are gathered through an index, not copied), the "
             "held-out patterns and their noise-free references; "
-            f"{stages['model'] / 1024:.2f} GB with the model; "
-            + (f"{stages['first_step'] / 1024:.2f} GB after the first training step (torch's "
+            f"{_gb(stages['model']):.2f} GB with the model; "
+            + (f"{_gb(stages['first_step']):.2f} GB after the first training step (torch's "
                "optimiser imports torch._dynamo, and with it sympy, on its first step); "
                if "first_step" in stages else "")
-            + f"{stages['training'] / 1024:.2f} GB after training (the training steps' working "
+            + f"{_gb(stages['training']):.2f} GB after training (the training steps' working "
             "set and the held-out evaluations).",
             "",
         ]
@@ -292,7 +298,7 @@ def _graphene_table(raw: dict, summary: dict) -> list[str]:
         "",
         f"{info['shape'][0]} patterns of {info['shape'][1]} x {info['shape'][2]} "
         f"({info['recipe']}{info['params']}, then {info['preprocess']}); simulation "
-        f"{info['wall_s']:.0f} s wall, peak RSS {info['peak_rss_mb'] / 1024:.2f} GB. Epoch = the "
+        f"{info['wall_s']:.0f} s wall, peak RSS {_gb(info['peak_rss_mb']):.2f} GB. Epoch = the "
         "85 % training split; one warm-up step is not timed.",
         "",
         "| configuration | CPU-s / epoch | wall-s / epoch | patterns / CPU-s | measured on "
@@ -314,7 +320,7 @@ def _graphene_table(raw: dict, summary: dict) -> list[str]:
         sp = "1" if row.name == REFERENCE else _num(s.get("epoch_speedup"), 2)
         lines.append(
             f"| {row.label} | {_num(s['cpu_s_per_epoch'])} | {_num(s['wall_s_per_epoch'])} "
-            f"| {_num(s['patterns_per_cpu_s'])} | {how} | {s['peak_rss_mb'] / 1024:.2f} | {sp} |"
+            f"| {_num(s['patterns_per_cpu_s'])} | {how} | {_gb(s['peak_rss_mb']):.2f} | {sp} |"
         )
     return lines + [""]
 

@@ -236,7 +236,7 @@ def _notes(raw: dict, st: dict) -> list[str]:
         "128 -> 128 layers per pixel after the coordinate/latent layer (3.3 TFLOP per epoch of "
         "4096 x 64 x 64, the issue's figure); decoder_hidden=(128, 128) would be half that.",
         "Each row runs in its own subprocess (peak RSS = that process's VmHWM, Python, torch "
-        f"and the data included) with torch.set_num_threads({s['threads']}) and "
+        "and the data included; GB = 10^9 bytes) with torch.set_num_threads({s['threads']}) and "
         "OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads on a shared machine otherwise inflate "
         "the CPU time of small operations up to tenfold).",
         f"CPU-s = time.process_time() (all threads summed) of the training steps only. Epoch = "

@@ -224,36 +224,6 @@ def _prepare_and_encode(args, st: dict, model, client=None) -> dict:
     return out
 
 
-# Workaround, to be removed when rrvae_nb.stream.encode_maps is fixed (reported to the lead):
-# a graph read from an HDF5 file holds h5py objects, which plain pickle refuses; distributed then
-# falls back to its own pickler, which sends any torch.nn.Module through a generic serializer that
-# ignores RrVAE.__reduce__ and recurses until it fails. Registering an explicit serializer makes
-# the model travel as its pickle (configuration + weights). The deserializer is looked up by name
-# on the workers, which import this module (PYTHONPATH holds the repository root).
-def _serialize_rrvae(model):
-    import pickle
-
-    return {}, [pickle.dumps(model)]
-
-
-def _deserialize_rrvae(header, frames):
-    import pickle
-
-    return pickle.loads(frames[0])
-
-
-def _register_rrvae_serializer() -> None:
-    from distributed.protocol.serialize import dask_deserialize, dask_serialize
-
-    # imported by name: under ``python -m bench.scale`` this file runs as __main__, a name the
-    # workers could not import
-    from bench.scale import _deserialize_rrvae, _serialize_rrvae
-    from rrvae_nb.model import RrVAE
-
-    dask_serialize.register(RrVAE)(_serialize_rrvae)
-    dask_deserialize.register(RrVAE)(_deserialize_rrvae)
-
-
 def _step_measure(args, st: dict) -> dict:
     from rrvae_nb.model import RrVAE
 
@@ -263,8 +233,6 @@ def _step_measure(args, st: dict) -> dict:
         out["peak_rss"] = _peak_self()
         return out
     from distributed import Client, LocalCluster
-
-    _register_rrvae_serializer()
 
     k = int(args.config.split("-")[1])
     t0 = time.perf_counter()

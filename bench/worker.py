@@ -193,15 +193,27 @@ def task_train(spec: dict) -> dict:
     # (no copy of the training split).
     x_src, train_pos = torch.from_numpy(x_all), torch.from_numpy(train_idx)
     n_train = len(train_idx)
-    x_val = x_all[val_idx]
     val_angle, val_label = arrays["angle"][val_idx], arrays["label"][val_idx]
-    clean_val = quality.noise_free(arrays["templates"], val_label, val_angle)
-    noise_var = quality.mse(x_val, clean_val)
+    templates = arrays["templates"]
+    eval_bs = spec["batch_size"]
+
+    def held_out_chunks(m: int):
+        """(noisy patterns, noise-free patterns, slice) of the first ``m`` held-out patterns,
+        chunk by chunk: copies of the held-out set and its noise-free references would count
+        in the row's peak memory."""
+        for s in range(0, m, eval_bs):
+            sl = slice(s, min(s + eval_bs, m))
+            yield (x_all[val_idx[sl]],
+                   quality.noise_free(templates, val_label[sl], val_angle[sl]), sl)
+
+    def noise_variance(m: int) -> float:
+        return sum(quality.sse(x, c) for x, c, _ in held_out_chunks(m)) / (m * size * size)
+
+    noise_var = noise_variance(len(val_idx))
     # Intermediate checkpoints look at the first n_cp held-out patterns (the spatial decoder's
     # reconstructions are expensive); the final one at all of them.
     n_cp = min(int(spec.get("checkpoint_patterns") or len(val_idx)), len(val_idx))
-    noise_var_cp = quality.mse(x_val[:n_cp], clean_val[:n_cp])
-    eval_bs = spec["batch_size"]
+    noise_var_cp = noise_variance(n_cp)
     rss["data"] = _peak_rss_mb()
 
     adapter = _adapter(row, size, spec["seed"])
@@ -216,13 +228,19 @@ def task_train(spec: dict) -> dict:
                    final: bool = False):
         c0, w0 = time.process_time(), time.perf_counter()
         m = len(val_idx) if final else n_cp
-        angle = adapter.encode_angle(x_val[:m], eval_bs)
+        angle = np.empty(m)
+        se_noisy = se_clean = 0.0
+        for x, clean, sl in held_out_chunks(m):
+            angle[sl] = adapter.encode_angle(x, eval_bs)
+            rec = adapter.reconstruct(x, eval_bs)
+            if rec is not None:
+                se_noisy += quality.sse(rec, x)
+                se_clean += quality.sse(rec, clean)
         r = quality.angle_recovery(angle, val_angle[:m], val_label[:m])
         if row.kind == "pyroved":
             r = abs(r)
-        rec = adapter.reconstruct(x_val[:m], eval_bs)
-        mse_noisy = None if rec is None else quality.mse(rec, x_val[:m])
-        mse_clean = None if rec is None else quality.mse(rec, clean_val[:m])
+        mse_noisy = None if rec is None else se_noisy / (m * size * size)
+        mse_clean = None if rec is None else se_clean / (m * size * size)
         nv = noise_var if final else noise_var_cp
         adapter.train_mode()
         checkpoints.append({
