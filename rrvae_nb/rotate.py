@@ -163,7 +163,7 @@ def rotate_patterns(patterns, angle, order: int = 3):
     # size of the patterns they rotate
     with torch.no_grad():
         out = torch.cat([sample_at_pose(xc, ac, mode=mode)
-                         for xc, ac in zip(x.split(256), a.split(256))])
+                         for xc, ac in zip(x.split(256), a.split(256), strict=True)])
     if single:
         out = out[0]
     if is_numpy:

@@ -59,6 +59,98 @@ class Calibration:
     energy_kev: float | None = None
     convergence_mrad: float | None = None
 
+    def scan_positions_nm(self, shape) -> np.ndarray:
+        """Position of every probe of a scan, in nm.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            Scan shape (scan y, scan x).
+
+        Returns
+        -------
+        numpy.ndarray
+            (scan y, scan x, 2) float64: the (y, x) position in nm of each probe position,
+            ``scan_offset_nm + index * scan_step_nm``.
+
+        Raises
+        ------
+        ValueError
+            If ``shape`` is not two positive integers.
+        """
+        ny, nx = _scan_shape(shape)
+        iy, ix = np.indices((ny, nx))
+        return np.stack([self.scan_offset_nm[0] + iy * self.scan_step_nm,
+                         self.scan_offset_nm[1] + ix * self.scan_step_nm], axis=-1)
+
+    def scan_index(self, positions_nm, shape) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest probe position of each point given in nm.
+
+        Parameters
+        ----------
+        positions_nm : array_like
+            (M, 2) or (2,) points (y, x) in nm.
+        shape : (int, int)
+            Scan shape (scan y, scan x).
+
+        Returns
+        -------
+        index : numpy.ndarray
+            (M, 2) int: scan index (iy, ix) of the nearest probe position, clipped into the scan
+            (a point outside the scan gets the nearest edge position).
+        inside : numpy.ndarray
+            (M,) bool: whether the rounded index lay inside the scan before clipping.
+
+        Raises
+        ------
+        ValueError
+            If ``positions_nm`` is not (M, 2) or (2,), holds NaN/inf, or ``shape`` is not two
+            positive integers.
+        """
+        ny, nx = _scan_shape(shape)
+        p = _points_nm(positions_nm, "positions_nm")
+        # np.rint rounds halves to even, like Python's round()
+        index = np.rint((p - np.asarray(self.scan_offset_nm)) / self.scan_step_nm).astype(int)
+        limit = np.array([ny, nx])
+        inside = np.all((index >= 0) & (index < limit), axis=1)
+        return np.clip(index, 0, limit - 1), inside
+
+
+def _points_nm(points, name: str) -> np.ndarray:
+    """Check (M, 2) or (2,) points (y, x) in nm and return them as an (M, 2) float array."""
+    p = np.asarray(points, dtype=float)
+    if p.size == 0:
+        raise ValueError(
+            f"{name} is empty: pass at least one point (y, x) in nm (e.g. check that the ground "
+            "truth lists the atoms or defects you selected)."
+        )
+    if p.shape == (2,):
+        p = p[None]
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(
+            f"{name} must be (M, 2) or (2,) points (y, x) in nm; got shape {np.shape(points)}. "
+            "Stack the points as rows, e.g. np.array([[y, x], ...])."
+        )
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contain NaN or inf: pass finite (y, x) points in nm.")
+    return p
+
+
+def _scan_shape(shape) -> tuple[int, int]:
+    """Check a scan shape (scan y, scan x) and return it as two ints."""
+    try:
+        ny, nx = (int(n) for n in shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"shape must be the scan shape (scan y, scan x), two integers; got {shape!r}. "
+            "Pass e.g. signal.data.shape[:2]."
+        ) from err
+    if ny < 1 or nx < 1 or (ny, nx) != tuple(shape):
+        raise ValueError(
+            f"shape must be two positive integers (scan y, scan x); got {shape!r}."
+        )
+    return ny, nx
+
 
 def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool | None = None):
     """Wrap a 4D array as a calibrated hyperspy ``Signal2D``.

@@ -1,0 +1,245 @@
+"""Scores against a ground truth, and the geometry they need: ROC AUC, nearest sites, rarity.
+
+The chapters check the rrVAE and the centre of mass (COM) against known atom and defect positions
+with these few tools, and a reader can use them on their own data:
+
+* :func:`roc_auc` - how well a score map singles out labelled positions (1 perfect, 0.5 chance);
+* :func:`nearest_site` - distance, index and direction from every probe position to the nearest
+  of a set of sites (atoms, columns, a defect), in nm;
+* :func:`cos_toward` - cosine between vectors (e.g. the COM) and directions (e.g. to an atom);
+* :func:`knn_rarity` - a label-free defect score: how far each encoding lies from its k-th
+  nearest neighbour in robustly standardised latent space.
+
+Maps are (scan y, scan x); vectors and directions carry their (y, x) components on the last axis,
+y pointing down the scan (increasing row index), as :attr:`rrvae_nb.com.COMMaps.vector` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import cKDTree
+
+from .signals import Calibration, _points_nm
+
+__all__ = ["roc_auc", "NearestSite", "nearest_site", "cos_toward", "knn_rarity"]
+
+#: Factor that turns a median absolute deviation into a standard deviation for normal data.
+MAD_TO_STD = 1.4826
+
+
+def roc_auc(score, positive) -> float:
+    """Area under the ROC curve of a score against boolean labels.
+
+    The probability that a randomly chosen positive scores higher than a randomly chosen
+    negative, ties counting one half: the Mann-Whitney U statistic divided by the number of
+    (positive, negative) pairs. 1 is a perfect detector, 0.5 a coin toss, 0 a perfectly inverted
+    one.
+
+    Parameters
+    ----------
+    score : array_like
+        Scores of any shape, e.g. a map (scan y, scan x); higher means "more likely positive".
+    positive : array_like of bool
+        Labels of the same shape as ``score`` (0/1 integers are accepted too).
+
+    Returns
+    -------
+    float
+        The AUC in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the labels are not boolean, a score is NaN/inf, or either class is
+        empty.
+    """
+    score = np.asarray(score, dtype=float)
+    positive = np.asarray(positive)
+    if score.shape != positive.shape:
+        raise ValueError(
+            f"score {score.shape} and positive {positive.shape} must have the same shape: one "
+            "label per score (select the same positions from both, e.g. score[mask], "
+            "positive[mask])."
+        )
+    if positive.dtype != bool:
+        if not np.isin(positive, (0, 1)).all():
+            raise ValueError(
+                "positive must be boolean labels (True = positive); got values other than 0 "
+                "and 1. Build them with a comparison, e.g. distance_nm < 0.1."
+            )
+        positive = positive.astype(bool)
+    if not np.isfinite(score).all():
+        raise ValueError(
+            f"score contains {np.count_nonzero(~np.isfinite(score))} NaN or inf value(s): drop "
+            "those positions from both arrays first, e.g. valid = np.isfinite(score); "
+            "roc_auc(score[valid], positive[valid])."
+        )
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"roc_auc needs both classes; got {n_pos} positive and {n_neg} negative label(s). "
+            "Check the labels (e.g. a distance threshold that selects no position or all)."
+        )
+    # Mann-Whitney U from average ranks (ties count one half); exact for half-integer rank sums
+    ranks = stats.rankdata(score.ravel())
+    u = ranks[positive.ravel()].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass(frozen=True, eq=False)
+class NearestSite:
+    """The nearest site of every probe position (see :func:`nearest_site`).
+
+    Attributes
+    ----------
+    distance_nm : numpy.ndarray
+        (scan y, scan x) float: distance to the nearest site, in nm.
+    index : numpy.ndarray
+        (scan y, scan x) int: row of ``sites_nm`` of that site.
+    direction : numpy.ndarray
+        (scan y, scan x, 2) float: unit vector (y, x) from the probe towards that site; (0, 0)
+        where the probe sits exactly on it.
+    """
+
+    distance_nm: np.ndarray
+    index: np.ndarray
+    direction: np.ndarray
+
+
+def nearest_site(calibration: Calibration, shape, sites_nm) -> NearestSite:
+    """Distance, index and direction from every probe position to the nearest site.
+
+    Parameters
+    ----------
+    calibration : Calibration
+        The scan's calibration (step and offset in nm), e.g. from
+        :func:`rrvae_nb.signals.calibration_of`.
+    shape : (int, int)
+        Scan shape (scan y, scan x).
+    sites_nm : array_like
+        (M, 2) or (2,) site positions (y, x) in nm, e.g. ``truth.positions_nm``.
+
+    Returns
+    -------
+    NearestSite
+        ``distance_nm`` and ``index`` (scan y, scan x), ``direction`` (scan y, scan x, 2).
+
+    Raises
+    ------
+    ValueError
+        If ``sites_nm`` is empty, not (M, 2) or (2,), or holds NaN/inf, or ``shape`` is bad.
+    """
+    sites = _points_nm(sites_nm, "sites_nm")
+    probes = calibration.scan_positions_nm(shape)                 # (scan y, scan x, 2)
+    _, index = cKDTree(sites).query(probes.reshape(-1, 2))
+    index = index.reshape(probes.shape[:2])
+    # the offset and its length are recomputed exactly here (the tree's distances are rounded
+    # differently), so that distance_nm is np.hypot of the (y, x) difference
+    offset = sites[index] - probes
+    distance = np.hypot(offset[..., 0], offset[..., 1])
+    direction = np.divide(offset, distance[..., None], out=np.zeros_like(offset),
+                          where=distance[..., None] > 0)
+    return NearestSite(distance_nm=distance, index=index, direction=direction)
+
+
+def cos_toward(vector_yx, direction_yx) -> np.ndarray:
+    """Cosine of the angle between vectors and directions, component by component.
+
+    Parameters
+    ----------
+    vector_yx : array_like
+        (..., 2) vectors with components (y, x), e.g. ``COMMaps.vector`` (scan y, scan x, 2).
+    direction_yx : array_like
+        (..., 2) directions (y, x), broadcastable against ``vector_yx``, e.g.
+        ``NearestSite.direction``. Unit length is expected; others are normalised.
+
+    Returns
+    -------
+    numpy.ndarray
+        (...) cosines in [-1, 1]: +1 where the vector points along the direction, -1 where it
+        points against it, and 0 where either the vector or the direction vanishes (never NaN).
+
+    Raises
+    ------
+    ValueError
+        If the last axis is not of length 2, the shapes do not broadcast, or a value is NaN/inf.
+    """
+    v = np.asarray(vector_yx, dtype=float)
+    u = np.asarray(direction_yx, dtype=float)
+    for name, a in (("vector_yx", v), ("direction_yx", u)):
+        if a.ndim == 0 or a.shape[-1] != 2:
+            raise ValueError(
+                f"{name} must have its (y, x) components on a last axis of length 2; got shape "
+                f"{a.shape}. Stack them, e.g. np.stack([y, x], axis=-1)."
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or inf: mask or repair those positions first.")
+    try:
+        dot = (v * u).sum(-1)
+    except ValueError as err:
+        raise ValueError(
+            f"vector_yx {v.shape} and direction_yx {u.shape} do not broadcast: give both the "
+            "same leading (scan y, scan x) axes."
+        ) from err
+    norms = np.linalg.norm(v, axis=-1) * np.linalg.norm(u, axis=-1)
+    return np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
+
+
+def knn_rarity(z, k: int = 20) -> np.ndarray:
+    """Label-free rarity score: distance to the k-th nearest neighbour in latent space.
+
+    Each latent is first standardised robustly (minus its median, divided by 1.4826 times its
+    median absolute deviation, the standard deviation for normal data), so that every latent
+    counts alike and a few outliers do not set the scale. Points with many look-alikes (every
+    site of a perfect crystal recurs in every unit cell) get small scores; unique ones (around a
+    single defect) get large scores. Choose ``k`` above the number of points expected to look
+    alike by chance and below the number of equivalent sites of the common kind.
+
+    Parameters
+    ----------
+    z : array_like
+        (N, L) latents, one row per pattern (e.g. ``Encoding.z``).
+    k : int
+        Which neighbour, not counting the point itself (1 = the nearest other point).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) float: distance to the k-th nearest other point, in robust standard deviations.
+
+    Raises
+    ------
+    ValueError
+        If ``z`` is not 2-D, holds NaN/inf, ``k`` is not in 1 .. N - 1, or a latent has zero
+        median absolute deviation (more than half its values equal).
+    """
+    z = np.asarray(z, dtype=float)
+    if z.ndim != 2:
+        raise ValueError(
+            f"z must be (N, L) latents, one row per pattern; got shape {z.shape}. For a map "
+            "(scan y, scan x, L) pass z.reshape(-1, L); for one latent, z[:, None]."
+        )
+    if not np.isfinite(z).all():
+        raise ValueError("z contains NaN or inf: drop or repair those rows first.")
+    n = z.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < n:
+        raise ValueError(
+            f"k must be an integer from 1 to N - 1 = {n - 1} (neighbours other than the point "
+            f"itself); got {k!r}. Use a smaller k or more points."
+        )
+    median = np.median(z, axis=0)
+    spread = MAD_TO_STD * np.median(np.abs(z - median), axis=0)
+    if np.any(spread == 0):
+        bad = np.flatnonzero(spread == 0).tolist()
+        raise ValueError(
+            f"latent(s) {bad} have zero median absolute deviation (more than half the values "
+            "are equal), so they cannot be standardised: drop them, e.g. z[:, keep]."
+        )
+    u = (z - median) / spread
+    # k + 1 neighbours: the nearest of each point is the point itself (distance 0)
+    distance, _ = cKDTree(u).query(u, k=k + 1)
+    return distance[:, -1]
