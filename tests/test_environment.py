@@ -210,3 +210,65 @@ def test_pins_agree_with_constraints(env):
             assert spec == constraints[name], (
                 f"{name}: environment.yml pins {spec}, constraints.txt {constraints[name]}"
             )
+
+
+# --------------------------------------------------------------------------------------------
+# Colab: the set-up cell of every chapter
+# --------------------------------------------------------------------------------------------
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+COLAB_REPO = "https://github.com/rrvae-nb/rrvae-nb"
+
+
+def colab_cell(path: Path) -> str:
+    import json
+
+    cells = [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code"]
+    assert "google.colab" in "".join(cells[0]["source"]), f"{path.name}: no Colab set-up first"
+    return "".join(cells[0]["source"])
+
+
+def test_every_chapter_sets_colab_up_the_same_way():
+    assert CHAPTERS
+    assert len({colab_cell(p) for p in CHAPTERS}) == 1
+
+
+def test_colab_cell_clones_the_repository_installs_it_and_points_the_data_at_it(monkeypatch):
+    # A pip install from git has no data/ folder (shipped datasets, cached weights): the cell must
+    # clone the repository, install the package from the clone and tell rrvae_nb where data/ is.
+    # Run it as IPython would on Colab, with the shell and %pip calls recorded instead of run.
+    import json
+    import os
+    import sys
+    import types
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from rrvae_nb import datasets
+
+    calls = []
+
+    class Shell:
+        def system(self, cmd):
+            calls.append(("!", cmd))
+
+        def run_line_magic(self, name, line, **_):
+            calls.append((name, line))
+
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setenv(datasets.DATA_ENV, "restored after the test")
+    code = TransformerManager().transform_cell(colab_cell(CHAPTERS[0]))
+    exec(compile(code, "colab-cell", "exec"), {"get_ipython": Shell})
+    clone = "/content/rrvae-nb"
+    if not os.path.isdir(clone):
+        assert calls[0][0] == "!" and calls[0][1].split()[:2] == ["git", "clone"]
+        assert COLAB_REPO in calls[0][1] and calls[0][1].split()[-1] == clone
+        calls = calls[1:]
+    assert calls == [("pip", f'install --quiet "{clone}[data,sim]"')]
+    assert datasets.default_data_dir() == Path(clone) / "data"
+    # the Open-in-Colab badge opens the chapter from the same repository
+    for p in CHAPTERS:
+        first = "".join(json.loads(p.read_text(encoding="utf-8"))["cells"][0]["source"])
+        repo = COLAB_REPO.split("github.com/")[1]
+        assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{p.name}" in first
