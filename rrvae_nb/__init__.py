@@ -1,8 +1,8 @@
 """rrvae-nb: rotationally invariant VAEs (rrVAE) for 4D-STEM data.
 
 The model and its trainer are imported here; data modules (``rrvae_nb.io``, ``rrvae_nb.simulate``,
-``rrvae_nb.preprocess``, ``rrvae_nb.com``, ``rrvae_nb.metrics``, ...) are imported on use, so
-the model works without the optional extras.
+``rrvae_nb.preprocess``, ``rrvae_nb.com``, ``rrvae_nb.detector``, ``rrvae_nb.metrics``, ...)
+are imported on use, so the model works without the optional extras.
 """
 
 from ._version import __version__

@@ -78,7 +78,7 @@ class Calibration:
         ValueError
             If ``shape`` is not two positive integers.
         """
-        ny, nx = _scan_shape(shape)
+        ny, nx = _shape2(shape)
         iy, ix = np.indices((ny, nx))
         return np.stack([self.scan_offset_nm[0] + iy * self.scan_step_nm,
                          self.scan_offset_nm[1] + ix * self.scan_step_nm], axis=-1)
@@ -107,7 +107,7 @@ class Calibration:
             If ``positions_nm`` is not (M, 2) or (2,), holds NaN/inf, or ``shape`` is not two
             positive integers.
         """
-        ny, nx = _scan_shape(shape)
+        ny, nx = _shape2(shape)
         p = _points_nm(positions_nm, "positions_nm")
         # np.rint rounds halves to even, like Python's round()
         index = np.rint((p - np.asarray(self.scan_offset_nm)) / self.scan_step_nm).astype(int)
@@ -136,19 +136,18 @@ def _points_nm(points, name: str) -> np.ndarray:
     return p
 
 
-def _scan_shape(shape) -> tuple[int, int]:
-    """Check a scan shape (scan y, scan x) and return it as two ints."""
+def _shape2(shape, axes: str = "scan y, scan x", example: str = "signal.data.shape[:2]"):
+    """Check a 2-D shape (a scan's or a pattern's, named by ``axes``) and return two ints."""
+    what = "scan" if axes.startswith("scan") else "pattern"
     try:
         ny, nx = (int(n) for n in shape)
     except (TypeError, ValueError) as err:
         raise ValueError(
-            f"shape must be the scan shape (scan y, scan x), two integers; got {shape!r}. "
-            "Pass e.g. signal.data.shape[:2]."
+            f"shape must be the {what} shape ({axes}), two integers; got {shape!r}. "
+            f"Pass e.g. {example}."
         ) from err
     if ny < 1 or nx < 1 or (ny, nx) != tuple(shape):
-        raise ValueError(
-            f"shape must be two positive integers (scan y, scan x); got {shape!r}."
-        )
+        raise ValueError(f"shape must be two positive integers ({axes}); got {shape!r}.")
     return ny, nx
 
 
