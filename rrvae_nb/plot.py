@@ -156,6 +156,14 @@ def _as_map(values, prepared=None, name: str = "values") -> np.ndarray:
     return v.astype(float)
 
 
+def _stack_and_calibration(patterns, calibration):
+    """The (N, ky, kx) stack of ``patterns`` and its calibration: the one given, else the one a
+    ``Prepared`` result carries, else None."""
+    if calibration is None and hasattr(patterns, "calibration"):
+        calibration = patterns.calibration
+    return _as_stack(patterns), _resolve_calibration(calibration)
+
+
 def _as_stack(patterns, name: str = "patterns") -> np.ndarray:
     """Patterns as a float (N, ky, kx) array; a single (ky, kx) pattern becomes N = 1."""
     x = patterns.patterns if hasattr(patterns, "patterns") else patterns
@@ -331,10 +339,7 @@ def show_patterns(
     -------
     matplotlib.figure.Figure
     """
-    if calibration is None and hasattr(patterns, "calibration"):
-        calibration = patterns.calibration
-    cal = _resolve_calibration(calibration)
-    x = _as_stack(patterns)
+    x, cal = _stack_and_calibration(patterns, calibration)
     n = len(x)
     if titles is not None:
         titles = [str(t) for t in titles]
@@ -827,10 +832,7 @@ def reconstructions(model, patterns, *, idx=None, calibration=None, n: int = 6,
     -------
     matplotlib.figure.Figure
     """
-    if calibration is None and hasattr(patterns, "calibration"):
-        calibration = patterns.calibration
-    cal = _resolve_calibration(calibration)
-    x = _as_stack(patterns)
+    x, cal = _stack_and_calibration(patterns, calibration)
     sel = _pick(len(x), n, idx)
     inputs = x[sel].astype(np.float32)
     recon = np.asarray(model.reconstruct(inputs), dtype=float)
