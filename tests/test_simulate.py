@@ -457,3 +457,41 @@ def test_shipped_experiment_has_a_rebuildable_ground_truth(manifest):
     carbon = [df[nearest_probe(sig, p)[0]] for p in truth.positions_nm
               if nearest_probe(sig, p)[1] < 0.01]
     assert df[vac_index] < np.median(carbon)
+
+
+# ---------------------------------------------------------------------------- hBN
+
+
+def test_hexagonal_bn_defects_ground_truth_and_physics():
+    sim = S.hexagonal_bn(("vacancy", "carbon"), scan_gpts=10, scan_extent_nm=0.6,
+                         progress=False)
+    sig, truth = sim.signal, sim.atoms
+    cal = calibration_of(sig)
+    assert cal.energy_kev == 80 and cal.convergence_mrad == 25
+    assert sig.metadata.Sample.elements == ["B", "C", "N"]
+    assert set(truth.numbers[~truth.is_defect]) == {5, 7}
+    assert truth.numbers[truth.is_defect].tolist() == [6]
+    assert truth.vacancies_nm.shape == (1, 2)
+    # the vacancy was a boron site, the carbon sits on a boron site 0.434 nm further along +y
+    boron = truth.positions_nm[truth.numbers == 5]
+    d_bb = np.sort(np.hypot(*(boron - boron[0]).T))[1]
+    assert d_bb == pytest.approx(S.HBN_LATTICE_NM, abs=1e-6)  # B-B: one lattice constant
+    carbon = truth.positions_nm[truth.is_defect][0]
+    assert carbon - truth.vacancies_nm[0] == pytest.approx([np.sqrt(3) * S.HBN_LATTICE_NM, 0.0],
+                                                           abs=1e-6)
+    # the recipe's ground truth is rebuilt from its parameters
+    again = S.ground_truth_of(sig)
+    np.testing.assert_allclose(again.positions_nm, truth.positions_nm)
+    # physics: N (Z = 7) scatters to high angles more than B (Z = 5); the vacancy least
+    df = dark_field(sig, 35.0)
+    site_df = {}
+    for z in (5, 7):
+        vals = [df[idx] for p in truth.positions_nm[truth.numbers == z]
+                for idx, d in [nearest_probe(sig, p)] if d < 0.02]
+        site_df[z] = np.mean(vals)
+    assert site_df[7] > site_df[5]
+    vac_index, vac_d = nearest_probe(sig, truth.vacancies_nm[0])
+    if vac_d < 0.04:
+        assert df[vac_index] < site_df[5]
+    with pytest.raises(ValueError, match="Unknown hBN defect"):
+        S.hexagonal_bn(("si",), **SMALL)
