@@ -54,6 +54,7 @@ __all__ = [
     "resize_patterns",
     "scale_intensity",
     "pca_denoise",
+    "noise_floor_keep",
     "normalise",
 ]
 
@@ -527,6 +528,40 @@ def pca_denoise(patterns, n_components: int, keep: int | None = None, *, seed: i
     denoised = rebuilt.numpy() + mean
     ratio = (S[:n_components].double() ** 2).numpy() / total
     return denoised.astype(np.float32).reshape(lead + (H, W)), ratio
+
+
+def noise_floor_keep(ratio, factor: float = 1.5, tail: int = 10) -> tuple[int, float]:
+    """How many principal components stand above the noise floor.
+
+    Shot noise spreads evenly over all directions of pattern space, so the trailing components'
+    shares of the variance level off. The *noise floor* is the median share of the last ``tail``
+    components; the components whose share exceeds ``factor`` times it are kept.
+
+    Parameters
+    ----------
+    ratio : array_like
+        (n_components,) shares of the variance, from :func:`pca_denoise`.
+    factor : float
+        How far above the floor a kept component must be.
+    tail : int
+        How many trailing components set the floor (at most half of them).
+
+    Returns
+    -------
+    keep : int
+        Components above ``factor`` x floor (at least 1).
+    floor : float
+        The noise floor (a share of the variance).
+    """
+    ratio = np.asarray(ratio, dtype=float).ravel()
+    if ratio.size < 2 or not np.isfinite(ratio).all():
+        raise ValueError(
+            f"ratio must hold at least two finite variance shares; got {ratio.size} value(s). "
+            "Fit more components with pca_denoise."
+        )
+    tail = max(1, min(int(tail), ratio.size // 2))
+    floor = float(np.median(ratio[-tail:]))
+    return max(1, int(np.sum(ratio > factor * floor))), floor
 
 
 def normalise(patterns, value_range: tuple[float, float] | None = None) -> np.ndarray:

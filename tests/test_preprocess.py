@@ -447,3 +447,19 @@ def test_bad_signals_raise_a_clear_error(rng):
         bin_patterns(data, 3)
     with pytest.raises(ValueError, match="bright-field disk"):
         bf_disk_centre(np.zeros((8, 8)))
+
+
+def test_noise_floor_keep_counts_components_above_the_floor():
+    from rrvae_nb.preprocess import noise_floor_keep, pca_denoise
+
+    rng = np.random.default_rng(0)
+    # three strong directions in 64-pixel patterns, plus white noise of equal power in all
+    basis = rng.standard_normal((3, 64))
+    x = rng.standard_normal((2000, 3)) * [6.0, 4.0, 3.0] @ basis + rng.standard_normal((2000, 64))
+    _, ratio = pca_denoise(x.reshape(2000, 8, 8), 20, seed=0)
+    keep, floor = noise_floor_keep(ratio)
+    assert keep == 3
+    assert floor == pytest.approx(np.median(ratio[-10:]))
+    assert noise_floor_keep([0.5, 0.5]) == (1, 0.5)  # never fewer than one component
+    with pytest.raises(ValueError, match="at least two"):
+        noise_floor_keep([0.9])
