@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from ._atomic import replace_atomically
 from ._checks import as_patterns
 from ._version import __version__
-from .networks import ImageDecoder, MLPEncoder, PolarEncoder, SpatialDecoder
+from .networks import (
+    EquivariantEncoder,
+    ImageDecoder,
+    MLPEncoder,
+    PolarEncoder,
+    SpatialDecoder,
+)
 from .rotate import translation_to_pixels, wrap_angle
 
 __all__ = ["RrVAE", "Encoding", "FORMAT_VERSION"]
@@ -46,7 +52,11 @@ _FILE_KIND = "rrvae-nb model"
 ANGLE_PRIORS = ("periodic", "gaussian", "free")
 LIKELIHOODS = ("gaussian", "bernoulli", "continuous_bernoulli")
 DECODERS = ("image", "spatial")
-ENCODERS = ("polar", "mlp")
+ENCODERS = ("equivariant", "polar", "mlp")
+_ENCODER_CLASSES = {"equivariant": EquivariantEncoder, "polar": PolarEncoder}
+#: Buffers added after the first release; files without them load with these values (which
+#: reproduce the older models' behaviour exactly: the encoder saw the patterns unchanged).
+_INPUT_DEFAULTS = {"input_offset": 0.0, "input_scale": 1.0, "input_calibrated": False}
 _ids = count()
 
 
@@ -138,11 +148,16 @@ class RrVAE(nn.Module):
     decoder : {"image", "spatial"}
         ``"spatial"`` is the paper's per-pixel MLP on a rotated coordinate grid (faithful, slow);
         ``"image"`` renders the canonical pattern once and rotates it by interpolation (fast).
-    encoder : {"polar", "mlp"}
-        ``"mlp"`` is the paper's encoder (a tanh MLP on the flattened pattern), which must learn
-        to read the angle; ``"polar"`` estimates the pose from the phase of an angular harmonic,
-        undoes it and encodes the canonical pattern: equivariant by construction (see
-        :class:`rrvae_nb.networks.PolarEncoder`).
+    encoder : {"equivariant", "polar", "mlp"}
+        ``"polar"`` (default) takes the pose from a fixed transform, the phase of the first
+        angular harmonic (for ``symmetry=1`` the first-moment, i.e. centre-of-mass, direction),
+        so its angle follows the COM before any training: a property of the architecture, not
+        something learned. ``"equivariant"`` takes the pose from learned rotation-equivariant
+        features (polar convolutions; see :class:`rrvae_nb.networks.EquivariantEncoder`):
+        exactly equivariant for every weight setting, with which direction counts as the pose
+        learned in training. ``"mlp"`` is the paper's encoder (a
+        tanh MLP on the flattened pattern), which must learn to read the angle at all. All
+        three see the patterns scaled by :meth:`calibrate_inputs`.
     decoder_hidden, encoder_hidden : tuple of int
         Hidden layer widths (tanh). The authors' encoder is (128, 128); their spatial decoder
         (AtomAI, 2 layers of 128) corresponds to ``decoder_hidden=(128, 128, 128)`` here, whose
@@ -230,8 +245,10 @@ class RrVAE(nn.Module):
         n_out = n_angle + 2 * self.config.latent_dim + (4 if translation else 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if encoder == "polar":
-                self.encoder = PolarEncoder(size, n_out, self.config.encoder_hidden, symmetry)
+            if encoder in _ENCODER_CLASSES:
+                self.encoder = _ENCODER_CLASSES[encoder](
+                    size, n_out, self.config.encoder_hidden, symmetry
+                )
             else:
                 self.encoder = MLPEncoder(size * size, n_out, self.config.encoder_hidden)
             if decoder == "spatial":
@@ -244,6 +261,12 @@ class RrVAE(nn.Module):
                 )
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.tensor(math.log(0.1)))
+        # What the encoder sees: (x - input_offset) / input_scale, two numbers set from the
+        # training data by calibrate_inputs (fit calls it). Prepared patterns vary by a few
+        # hundredths about a constant level; unscaled, the encoder's first layer barely tells
+        # them apart and its content outputs start (and stay) the same for every pattern.
+        for name, value in _INPUT_DEFAULTS.items():
+            self.register_buffer(name, torch.tensor(value))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -261,11 +284,39 @@ class RrVAE(nn.Module):
         """Device of the weights."""
         return next(self.parameters()).device
 
+    @torch.no_grad()
+    def calibrate_inputs(self, patterns) -> RrVAE:
+        """Set the encoder's input scaling from ``patterns`` (N, H, W): their mean and standard
+        deviation, one number each (rotation-invariant, so equivariance is kept).
+
+        :func:`rrvae_nb.train.fit` calls this before the first epoch of a model that was never
+        calibrated; call it yourself to look at an untrained model on the footing a training
+        run starts from. Returns the model.
+        """
+        x = self._check(patterns)
+        total, total_sq, n = 0.0, 0.0, 0
+        for s in range(0, x.shape[0], 4096):  # float64 sums, chunk by chunk
+            chunk = x[s : s + 4096].double()
+            total += float(chunk.sum())
+            total_sq += float((chunk**2).sum())
+            n += chunk.numel()
+        mean = total / n
+        std = math.sqrt(max(total_sq / n - mean**2, 0.0))
+        if not std > 0:
+            raise ValueError(
+                "The patterns are all the same value, so there is nothing to encode: check the "
+                "preprocessing (e.g. rrvae_nb.preprocess.prepare) of the data."
+            )
+        self.input_offset.fill_(mean)
+        self.input_scale.fill_(std)
+        self.input_calibrated.fill_(True)
+        return self
+
     # ------------------------------------------------------------------ pieces
     def _encode_raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder outputs as distribution parameters."""
         cfg = self.config
-        out = self.encoder(x)
+        out = self.encoder((x - self.input_offset) / self.input_scale)
         i = self._n_angle
         params: dict[str, torch.Tensor] = {}
         if cfg.angle_prior == "periodic":
@@ -550,7 +601,7 @@ class RrVAE(nn.Module):
         shape = cfg.pop("pattern_shape")
         latent_dim = cfg.pop("latent_dim")
         model = cls(shape, latent_dim, **cfg)
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(_with_input_defaults(payload["state_dict"]))
         if device is not None:
             model.to(device)
         return model
@@ -579,8 +630,13 @@ class RrVAE(nn.Module):
 def _rebuild(config: dict, state: dict, training: bool) -> RrVAE:
     cfg = dict(config)
     model = RrVAE(cfg.pop("pattern_shape"), cfg.pop("latent_dim"), **cfg)
-    model.load_state_dict(state)
+    model.load_state_dict(_with_input_defaults(state))
     return model.train(training)
+
+
+def _with_input_defaults(state: dict) -> dict:
+    """A state dict with the input-scaling buffers of models saved before they existed."""
+    return {**{k: torch.tensor(v) for k, v in _INPUT_DEFAULTS.items()}, **state}
 
 
 def _kl(weight: float):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,17 @@ from ._checks import as_patterns
 from ._version import __version__
 from .model import RrVAE
 
-__all__ = ["fit", "evaluate", "History", "linear_warmup"]
+__all__ = ["fit", "evaluate", "History", "linear_warmup", "latent_usage", "UnusedLatentWarning",
+           "ACTIVE_VARIANCE"]
+
+#: A content latent is *active* when its posterior mean varies over the patterns with at least
+#: this variance (in prior units; Burda et al. 2016's criterion). An inactive latent says the
+#: same about every pattern, whatever its KL.
+ACTIVE_VARIANCE = 0.01
+
+
+class UnusedLatentWarning(UserWarning):
+    """A content latent says the same about every pattern after :func:`fit`."""
 
 
 @dataclass
@@ -39,6 +50,10 @@ class History:
         Wall-clock seconds of each epoch (training and held-out evaluation).
     train_index, val_index : numpy.ndarray
         Indices of the patterns used for training and held out.
+    latent_variance, latent_kl : list of float
+        After training, per content latent: the variance of its posterior mean over the
+        held-out patterns (or the training patterns without a held-out set) and its mean KL
+        divergence from the prior per pattern, in nats (see :func:`latent_usage`).
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -47,6 +62,8 @@ class History:
     seconds: list[float] = field(default_factory=list)
     train_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     val_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    latent_variance: list[float] = field(default_factory=list)
+    latent_kl: list[float] = field(default_factory=list)
 
     @property
     def epochs(self) -> int:
@@ -63,6 +80,51 @@ def linear_warmup(epochs: int, start: float = 0.0, end: float = 1.0) -> Callable
         return float(start + (end - start) * min(1.0, epoch / epochs))
 
     return schedule
+
+
+def latent_usage(model: RrVAE, patterns, max_patterns: int = 4096):
+    """How much each content latent is used: variance of its posterior mean, and its KL.
+
+    Parameters
+    ----------
+    model : RrVAE
+        A (trained) model.
+    patterns : array_like
+        (N, H, W) patterns; at most ``max_patterns`` of them, evenly spaced, are encoded.
+
+    Returns
+    -------
+    variance : numpy.ndarray
+        (latent_dim,) variance over the patterns of each latent's posterior mean (prior units).
+        Below :data:`ACTIVE_VARIANCE` the latent is unused.
+    kl : numpy.ndarray
+        (latent_dim,) mean KL divergence of each latent's posterior from N(0, 1), nats per
+        pattern. Near zero: the posterior is the prior (unused). A latent can also be unused
+        with a large KL, when every pattern gets the same narrow posterior.
+    """
+    x = np.asarray(patterns)
+    if len(x) > max_patterns:
+        x = x[np.linspace(0, len(x) - 1, max_patterns).astype(int)]
+    enc = model.encode(x, progress=False)
+    mu, sd = enc.z.astype(np.float64), enc.z_std.astype(np.float64)
+    kl = 0.5 * (sd**2 + mu**2 - 1.0 - 2.0 * np.log(sd))
+    return mu.var(axis=0), kl.mean(axis=0)
+
+
+def _warn_unused(variance, kl) -> None:
+    unused = [j for j, v in enumerate(variance) if v < ACTIVE_VARIANCE]
+    if not unused:
+        return
+    names = ", ".join(f"z{j + 1} (variance of its mean {variance[j]:.2g}, KL {kl[j]:.2g} nats)"
+                      for j in unused)
+    warnings.warn(
+        f"Content latent(s) {names} are unused: they take the same value for every pattern, "
+        "so their maps show nothing. Train longer or with more steps per epoch (more epochs, "
+        "a smaller batch_size), or lower the likelihood scale (RrVAE(..., scale=...) below the "
+        "patterns' spread) so that differences between patterns count; a latent that stays "
+        "unused is not needed (a smaller latent_dim).",
+        UnusedLatentWarning, stacklevel=3,
+    )
 
 
 def _resolve_device(model: RrVAE, device) -> torch.device:
@@ -115,7 +177,7 @@ def fit(
     model: RrVAE,
     patterns,
     epochs: int = 100,
-    batch_size: int = 128,
+    batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
     val_fraction: float = 0.15,
@@ -125,6 +187,8 @@ def fit(
     num_particles: int = 1,
     checkpoint=None,
     checkpoint_every: int = 1,
+    callback: Callable[[int, History], None] | None = None,
+    calibrate: bool = True,
 ) -> History:
     """Train ``model`` on ``patterns`` with SVI (Trace_ELBO, Adam).
 
@@ -137,7 +201,9 @@ def fit(
     epochs : int
         Passes over the training patterns.
     batch_size : int
-        Patterns per SVI step (the authors used 20; larger batches are faster per epoch).
+        Patterns per SVI step (the authors used 20). Larger batches are faster per epoch but take
+        fewer steps: with a few thousand patterns, 128 left the content latents unused after
+        100 epochs on a new material where 32 did not (``python -m bench.encoders``).
     lr : float
         Adam learning rate.
     seed : int
@@ -162,10 +228,26 @@ def fit(
         with other data or arguments is refused.
     checkpoint_every : int
         Epochs between checkpoints.
+    callback : callable, optional
+        Called as ``callback(epoch, history)`` after each epoch (``epoch`` counts from 1), e.g.
+        to measure the model on the way; it must not change the model.
+    calibrate : bool
+        Before the first epoch of a model that was never calibrated, set its encoder's input
+        scaling from ``patterns`` (:meth:`rrvae_nb.model.RrVAE.calibrate_inputs`). False: the
+        encoder sees the patterns as they are (rrvae-nb 0.1's behaviour, which left the content
+        latents unused on data whose patterns differ by a few hundredths).
 
     Returns
     -------
     History
+
+    Warns
+    -----
+    UnusedLatentWarning
+        When a content latent ends up unused (its posterior mean varies by less than
+        :data:`ACTIVE_VARIANCE` over the held-out patterns); the message names the latent and
+        what to change.
+
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
@@ -190,6 +272,8 @@ def fit(
             "patterns or val_fraction=0."
         )
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if calibrate and not bool(model.input_calibrated):
+        model.calibrate_inputs(x)  # the encoder's input scaling, from all the patterns
     dev = _resolve_device(model, device)
     model.to(dev)
     model.train()
@@ -242,7 +326,14 @@ def fit(
         done = epoch + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
             _save_checkpoint(checkpoint, model, svi, hist, run_key, done)
+        if callback is not None:
+            callback(done, hist)
+            model.train()
     model.eval()
+    if model.latent_dim and epochs > 0:
+        variance, kl = latent_usage(model, x[val_idx] if n_val else x[train_idx])
+        hist.latent_variance, hist.latent_kl = variance.tolist(), kl.tolist()
+        _warn_unused(variance, kl)
     return hist
 
 
@@ -302,5 +393,7 @@ def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict) -> int
     prefix = model._pyro_name + "$$$"
     svi.optim.set_state({prefix + k: v for k, v in payload["optimizer"].items()})
     for k, v in payload["history"].items():
+        if k.startswith("latent_"):
+            continue  # measured at the end of every run
         setattr(hist, k, np.asarray(v, dtype=int) if k.endswith("_index") else list(v))
     return int(payload["epoch"])

@@ -213,3 +213,57 @@ def test_killed_training_leaves_a_loadable_checkpoint(tmp_path):
         epochs_seen.append(payload["epoch"])
     # each restart resumed from the last checkpoint and went on
     assert epochs_seen == sorted(epochs_seen) and epochs_seen[0] >= 1
+
+
+# ---------------------------------------------------------------------------- latent usage
+
+
+def test_unused_content_latents_are_named_in_a_warning():
+    """One template in every pattern, only rotated: nothing is left for the content latents.
+    fit says so once, naming each unused latent and what to change."""
+    from rrvae_nb.synthetic import make_templates
+
+    one = rotated_shapes(200, SIZE, templates=make_templates(1, SIZE, seed=2), seed=0).patterns
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    with pytest.warns(rr.train.UnusedLatentWarning) as record:
+        hist = rr.fit(model, one, epochs=6, batch_size=32, lr=3e-3, progress=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "z1" in message and "z2" in message and "batch_size" in message
+    assert max(hist.latent_variance) < rr.train.ACTIVE_VARIANCE
+
+
+def test_used_latents_give_no_warning_and_are_recorded(data):
+    """Two templates: a content latent must tell them apart, and is measured as active."""
+    import warnings
+
+    model = rr.RrVAE((SIZE, SIZE), 1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rr.train.UnusedLatentWarning)
+        hist = rr.fit(model, data, epochs=8, batch_size=32, lr=3e-3, progress=False)
+    variance, kl = rr.train.latent_usage(model, data[hist.val_index])
+    assert hist.latent_variance == pytest.approx(variance.tolist(), rel=1e-5)
+    assert variance[0] > 10 * rr.train.ACTIVE_VARIANCE
+    assert kl[0] > 0.1  # nats per pattern: the posterior differs from the prior
+
+
+def test_callback_sees_every_epoch_and_does_not_change_training(data):
+    seen = []
+    a = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    rr.fit(a, data, epochs=3, batch_size=64, progress=False,
+           callback=lambda epoch, hist: seen.append((epoch, hist.epochs, a.encode(data[:8]))))
+    assert [s[:2] for s in seen] == [(1, 1), (2, 2), (3, 3)]
+    b = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    rr.fit(b, data, epochs=3, batch_size=64, progress=False)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_fit_calibrates_the_encoder_inputs_once(data):
+    model = rr.RrVAE((SIZE, SIZE), 2, seed=0)
+    rr.fit(model, data, epochs=1, batch_size=64, progress=False)
+    assert bool(model.input_calibrated)
+    assert float(model.input_offset) == pytest.approx(float(data.mean()), rel=1e-4)
+    offset = float(model.input_offset)
+    rr.fit(model, data[:100] * 0.5, epochs=1, batch_size=64, progress=False)  # fine-tuning
+    assert float(model.input_offset) == offset

@@ -1,0 +1,119 @@
+"""The encoders' symmetry properties, for every weight setting (networks.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rrvae_nb as rr
+from rrvae_nb.networks import EquivariantEncoder
+from rrvae_nb.rotate import rotate_patterns
+from rrvae_nb.synthetic import make_templates, rotated_shapes
+
+SIZE = 32
+
+
+def circ_diff(a, b, period=2 * np.pi):
+    """Signed difference a - b wrapped to [-period/2, period/2)."""
+    return np.mod(np.asarray(a) - np.asarray(b) + period / 2, period) - period / 2
+
+
+def _disk_patterns(n=24, seed=0):
+    """Rotated shapes inside the inscribed circle, so that no corner leaves the frame."""
+    data = rotated_shapes(n, SIZE, n_templates=3, seed=seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    return (data.patterns * (np.hypot(yy, xx) < SIZE / 2 - 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("theta_deg", [17.0, 90.0, 143.0, -61.0])
+def test_learned_pose_turns_with_the_input_for_any_weights(seed, theta_deg):
+    """Rotating the input by any angle (not only multiples of 90 degrees) shifts the learned
+    pose by that angle, for random weights: equivariance is built in, not learned."""
+    torch.manual_seed(seed)
+    enc = EquivariantEncoder(SIZE, 7, (32,), symmetry=1)
+    with torch.no_grad():  # weights far from their initial values, still equivariant
+        for p in enc.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = _disk_patterns(seed=seed)
+    theta = np.radians(theta_deg)
+    with torch.no_grad():
+        base = enc.pose(torch.from_numpy(x)).numpy()
+        turned = enc.pose(torch.from_numpy(rotate_patterns(x, theta, order=3))).numpy()
+    err = np.degrees(np.abs(circ_diff(turned - base, theta)))
+    assert np.median(err) < 3.0, np.median(err)
+
+
+def test_learned_pose_with_symmetry_n_is_defined_modulo_two_pi_over_n():
+    n = 3
+    torch.manual_seed(0)
+    enc = EquivariantEncoder(SIZE, 7, (32,), symmetry=n)
+    x = _disk_patterns(seed=3)
+    with torch.no_grad():
+        base = enc.pose(torch.from_numpy(x)).numpy()
+        for theta in (0.5, 1.7, -2.4):
+            turned = enc.pose(torch.from_numpy(rotate_patterns(x, theta, order=3))).numpy()
+            err = np.degrees(np.abs(circ_diff(turned - base, theta, 2 * np.pi / n)))
+            assert np.median(err) < 3.0, (theta, np.median(err))
+    assert np.all(np.abs(base) <= np.pi / n + 1e-6)
+
+
+def test_every_weight_that_decides_the_pose_gets_gradients():
+    """Unlike the polar encoder's fixed first-moment pose, the learned pose is trained: a
+    training loss reaches the polar convolutions and the harmonic's mixing weights."""
+    torch.manual_seed(0)
+    model = rr.RrVAE((SIZE, SIZE), 2, encoder="equivariant")
+    x = torch.from_numpy(_disk_patterns())
+    model.calibrate_inputs(x)
+    loss = rr.train.Trace_ELBO().differentiable_loss(model.model, model.guide, x)
+    loss.backward()
+    enc = model.encoder
+    for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "pose_mix"):
+        grad = dict(enc.named_parameters())[name].grad
+        assert grad is not None and torch.count_nonzero(grad) > 0, name
+
+
+@pytest.mark.parametrize("encoder", ["equivariant", "polar"])
+def test_model_angle_is_equivariant_and_content_invariant_at_any_weights(encoder):
+    """The whole guide, untrained: angle shifts by theta, z stays (within interpolation)."""
+    model = rr.RrVAE((SIZE, SIZE), 2, encoder=encoder, seed=4)
+    x = _disk_patterns(seed=5)
+    model.calibrate_inputs(x)
+    base = model.encode(x)
+    spread = base.z.std(0).mean()
+    assert spread > 1e-3  # content outputs differ between patterns (else the test is empty)
+    for theta in (np.radians(33), np.radians(-128)):
+        rot = model.encode(rotate_patterns(x, theta, order=3))
+        err = np.degrees(np.abs(circ_diff(rot.angle - base.angle, theta)))
+        assert np.median(err) < 3.0, np.median(err)
+        move = np.abs(rot.z - base.z).mean()
+        assert move < 0.15 * spread, (move, spread)
+
+
+def test_calibrate_inputs_sets_the_encoder_scaling_from_the_data():
+    x = (0.5 + 0.02 * np.random.default_rng(0).standard_normal((50, 16, 16))).astype(np.float32)
+    model = rr.RrVAE((16, 16), 2)
+    assert not bool(model.input_calibrated)
+    model.calibrate_inputs(x)
+    assert bool(model.input_calibrated)
+    assert float(model.input_offset) == pytest.approx(x.mean(), abs=1e-5)
+    assert float(model.input_scale) == pytest.approx(x.std(), rel=1e-4)
+    with pytest.raises(ValueError, match="constant"):
+        model.calibrate_inputs(np.full((4, 16, 16), 0.3, np.float32))
+
+
+def test_models_saved_before_input_scaling_load_unchanged(tmp_path):
+    """Files without the input-scaling buffers (older releases) load with offset 0, scale 1,
+    which is exactly how those models saw their inputs."""
+    model = rr.RrVAE((16, 16), 2, encoder="polar")
+    path = model.save(tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    for key in ("input_offset", "input_scale", "input_calibrated"):
+        del payload["state_dict"][key]
+    torch.save(payload, path)
+    old = rr.RrVAE.load(path)
+    assert float(old.input_offset) == 0.0 and float(old.input_scale) == 1.0
+    assert not bool(old.input_calibrated)
+    x = make_templates(3, 16, seed=0).astype(np.float32)
+    np.testing.assert_array_equal(old.encode(x).z, model.encode(x).z)
