@@ -11,7 +11,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 # make torch's small operations up to tenfold slower (kernels inherit this environment).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test book lab bench data lint clean
+.PHONY: setup test book lab bench bench-encoders data weights lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,16 @@ bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.scale
 
+# The encoders compared on simulated graphene and hBN (about 30 min): bench/results/encoders.md
+bench-encoders: setup
+	$(PY) -m bench.encoders
+
 data: setup
 	$(PY) data/make_data.py
+
+# The paper's model trained on chapters 2 and 4's data (about 1.5 CPU-hours): data/weights/
+weights: setup
+	$(PY) data/make_weights.py
 
 # The book: every chapter executed in full mode, HTML in book/_build/full/_build/html,
 # warnings are errors. book-quick runs the chapters with RRVAE_NB_QUICK=1 into book/_build/quick.

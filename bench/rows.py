@@ -71,7 +71,7 @@ ROWS: tuple[Row, ...] = (
         "polar encoder + spatial decoder",
         "rrvae",
         dict(encoder="polar", decoder="spatial", decoder_hidden=PAPER_DECODER_HIDDEN),
-        "the package's equivariant encoder with the paper's decoder: separates the encoder's "
+        "the fixed-pose polar encoder with the paper's decoder: separates the encoder's "
         "effect from the decoder's",
     ),
     Row(
@@ -79,8 +79,17 @@ ROWS: tuple[Row, ...] = (
         "default: polar encoder + image decoder",
         "rrvae",
         dict(),
-        "RrVAE(pattern_shape) with every default: polar (equivariant) encoder, image decoder "
-        "(an MLP renders the canonical pattern once, grid_sample rotates it)",
+        "RrVAE(pattern_shape) with every default: polar encoder (its pose is a fixed transform, "
+        "the first angular harmonic), image decoder (an MLP renders the canonical pattern once, "
+        "grid_sample rotates it)",
+    ),
+    Row(
+        "equivariant",
+        "learned equivariant encoder + image decoder",
+        "rrvae",
+        dict(encoder="equivariant"),
+        "the encoder whose pose is learned (polar convolutions, exactly equivariant for any "
+        "weights) with the default decoder",
     ),
     Row(
         "pyroved",

@@ -98,9 +98,11 @@ class _RrVAEAdapter:
         self.model = RrVAE((size, size), seed=seed, **row.kwargs)
         self.config = asdict(self.model.config)
 
-    def svi(self, lr: float):
+    def svi(self, lr: float, patterns=None):
         from rrvae_nb.train import _svi
 
+        if patterns is not None:  # as rrvae_nb.fit does before the first epoch
+            self.model.calibrate_inputs(patterns)
         return _svi(self.model, lr)
 
     def train_mode(self):
@@ -219,7 +221,8 @@ def task_train(spec: dict) -> dict:
     adapter = _adapter(row, size, spec["seed"])
     pyro.set_rng_seed(spec["seed"])
     gen = torch.Generator().manual_seed(spec["seed"])
-    svi = adapter.svi(spec["lr"])
+    svi = adapter.svi(spec["lr"], x_all) if row.kind == "rrvae" else \
+        adapter.svi(spec["lr"])
     rss["model"] = _peak_rss_mb()
 
     checkpoints: list[dict] = []

@@ -1,0 +1,192 @@
+"""Which encoder? ``python -m bench.encoders [--quick] [--epochs N]``.
+
+Compares the three encoders (``polar``: fixed first-moment pose; ``equivariant``: learned,
+exactly equivariant pose; ``mlp``: the paper's) with every other setting at the package
+defaults, on the chapters' simulated graphene (the three shipped scans, prepared together as in
+chapter 2) and on a material no chapter uses (hBN with a boron vacancy and a carbon
+substitution, simulated here with :func:`rrvae_nb.simulate.hexagonal_bn`). For each it prints:
+
+- the circular correlation of the angle latent with the COM direction, for the model at
+  initialisation (after :meth:`~rrvae_nb.model.RrVAE.calibrate_inputs`, the footing training
+  starts from) and after training;
+- the label-free rarity score (:func:`rrvae_nb.metrics.knn_rarity`) of the content latents
+  against the vacancy positions (ROC AUC; positions within 0.1 nm of the vacancy), next to the
+  same score on the first 3 and the first 20 principal-component scores of the raw patterns and
+  on the COM vector;
+- the spread of the content latents and the CPU-seconds per epoch and to a good model (angle-COM
+  correlation >= 0.9 and vacancy AUC >= 0.8, checked after every epoch; the checks' own time is
+  not counted).
+
+Results: ``bench/results/encoders.md`` and ``.json`` (``bench/results/quick/`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import rrvae_nb as rr
+from rrvae_nb import com, datasets, preprocess, simulate
+from rrvae_nb.metrics import knn_rarity, nearest_site, roc_auc
+from rrvae_nb.signals import calibration_of
+from rrvae_nb.synthetic import circular_correlation
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODERS = ("polar", "equivariant", "mlp")
+GOOD_CORR, GOOD_AUC = 0.9, 0.8
+DEFECT_RADIUS_NM = 0.1
+
+
+def com_angle(signal) -> np.ndarray:
+    """COM direction, counter-clockwise on screen (radians), one per pattern."""
+    v = com.center_of_mass(signal).vector.reshape(-1, 2)
+    return np.arctan2(-v[:, 0], v[:, 1])
+
+
+def baselines(raw: np.ndarray, com_vec: np.ndarray, positive: np.ndarray) -> dict:
+    flat = raw.reshape(len(raw), -1).astype(np.float64)
+    flat -= flat.mean(0)
+    u, s, _ = np.linalg.svd(flat, full_matrices=False)
+    return {
+        "pca3": roc_auc(knn_rarity(u[:, :3] * s[:3]), positive),
+        "pca20": roc_auc(knn_rarity(u[:, :20] * s[:20]), positive),
+        "com": roc_auc(knn_rarity(com_vec), positive),
+    }
+
+
+def graphene_data(quick: bool) -> dict:
+    kinds = ("pristine", "vacancy", "si")
+    stride = 2 if quick else 1
+    sigs = {k: datasets.load(f"graphene_{k}_sim").inav[::stride, ::stride] for k in kinds}
+    truth = simulate.ground_truth_of(datasets.load("graphene_vacancy_sim"))
+    cal = calibration_of(sigs["vacancy"])
+    shape = sigs["vacancy"].data.shape[:2]
+    stacked = np.concatenate([sigs[k].data for k in kinds], axis=0)
+    prep = preprocess.prepare(stacked, calibration=cal, progress=False)
+    n = shape[0] * shape[1]
+    positive = np.zeros(3 * n, bool)
+    positive[n:2 * n] = nearest_site(cal, shape, truth.vacancies_nm).distance_nm.ravel() \
+        < DEFECT_RADIUS_NM
+    com_vec = np.concatenate([com.center_of_mass(sigs[k]).vector.reshape(-1, 2) for k in kinds])
+    return dict(name="graphene (chapter 2's three scans)", patterns=prep.patterns,
+                com_angle=np.arctan2(-com_vec[:, 0], com_vec[:, 1]), positive=positive,
+                baselines=baselines(stacked.reshape(3 * n, *stacked.shape[-2:]), com_vec,
+                                    positive))
+
+
+def hbn_data(quick: bool) -> dict:
+    sim = simulate.hexagonal_bn(scan_gpts=24 if quick else 32, progress=False)
+    sig = sim.signal
+    cal = calibration_of(sig)
+    shape = sig.data.shape[:2]
+    prep = preprocess.prepare(sig, progress=False)
+    positive = nearest_site(cal, shape, sim.atoms.vacancies_nm).distance_nm.ravel() \
+        < DEFECT_RADIUS_NM
+    com_vec = com.center_of_mass(sig).vector.reshape(-1, 2)
+    return dict(name="hBN, V_B + C_B (new material)", patterns=prep.patterns,
+                com_angle=np.arctan2(-com_vec[:, 0], com_vec[:, 1]), positive=positive,
+                baselines=baselines(sig.data.reshape(-1, *sig.data.shape[-2:]), com_vec,
+                                    positive))
+
+
+def measure(model, data) -> tuple[float, float, float]:
+    enc = model.encode(data["patterns"], progress=False)
+    corr = circular_correlation(enc.angle, data["com_angle"])
+    try:
+        auc = roc_auc(knn_rarity(enc.z), data["positive"])
+    except ValueError:  # collapsed latents: no spread to standardise
+        auc = float("nan")
+    return float(corr), float(auc), float(enc.z.std(0).mean())
+
+
+def run_encoder(encoder: str, data: dict, epochs: int, seed: int) -> dict:
+    x = data["patterns"]
+    model = rr.RrVAE(x.shape[1:], 2, encoder=encoder, seed=seed).calibrate_inputs(x)
+    init_corr, init_auc, _ = measure(model, data)
+    state = {"check_cpu": 0.0, "good_cpu": None, "good_epoch": None, "curve": []}
+    start = time.process_time()
+
+    def check(epoch, hist):
+        t0 = time.process_time()
+        corr, auc, _ = measure(model, data)
+        state["curve"].append([epoch, corr, auc])
+        if state["good_cpu"] is None and abs(corr) >= GOOD_CORR and auc >= GOOD_AUC:
+            state["good_cpu"] = t0 - start - state["check_cpu"]
+            state["good_epoch"] = epoch
+        state["check_cpu"] += time.process_time() - t0
+
+    hist = rr.fit(model, x, epochs=epochs, seed=seed, progress=False, callback=check)
+    train_cpu = time.process_time() - start - state["check_cpu"]
+    corr, auc, zspread = measure(model, data)
+    return dict(encoder=encoder, init_corr=init_corr, init_auc=init_auc, corr=corr, auc=auc,
+                z_spread=zspread, latent_variance=hist.latent_variance,
+                cpu_per_epoch=train_cpu / epochs, good_cpu=state["good_cpu"],
+                good_epoch=state["good_epoch"], curve=state["curve"])
+
+
+def report(results: dict, meta: dict) -> str:
+    lines = [f"# Encoders compared ({meta['epochs']} epochs, package defaults otherwise)", "",
+             f"{meta['machine']}; torch threads {meta['threads']}; seed {meta['seed']}; "
+             f"wall time {meta['wall_s']:.0f} s.", ""]
+    for res in results.values():
+        b = res["baselines"]
+        lines += [f"## {res['name']}", "",
+                  f"{res['n_patterns']} patterns of {res['pattern_px']} px, "
+                  f"{res['n_positive']} within {DEFECT_RADIUS_NM} nm of the vacancy. "
+                  f"Baselines (vacancy AUC of knn_rarity): PCA 3 {b['pca3']:.3f}, PCA 20 "
+                  f"{b['pca20']:.3f}, COM vector {b['com']:.3f}.", "",
+                  "| encoder | angle-COM corr. untrained | trained | vacancy AUC untrained | "
+                  "trained | z spread | CPU-s / epoch | CPU-s to a good model |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in res["rows"]:
+            good = "not reached" if r["good_cpu"] is None else \
+                f"{r['good_cpu']:.1f} ({r['good_epoch']} epochs)"
+            lines.append(f"| {r['encoder']} | {r['init_corr']:.3f} | {r['corr']:.3f} | "
+                         f"{r['init_auc']:.3f} | {r['auc']:.3f} | {r['z_spread']:.3f} | "
+                         f"{r['cpu_per_epoch']:.2f} | {good} |")
+        lines.append("")
+    lines += [f"A good model: |angle-COM circular correlation| >= {GOOD_CORR} and vacancy AUC "
+              f">= {GOOD_AUC}, checked after every epoch.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.encoders", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small data and 3 epochs (a smoke run)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="graphene,hbn")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    epochs = args.epochs or (3 if args.quick else 100)
+    t0 = time.time()
+    results = {}
+    for name in args.data.split(","):
+        data = {"graphene": graphene_data, "hbn": hbn_data}[name](args.quick)
+        rows = []
+        for encoder in ENCODERS:
+            rows.append(run_encoder(encoder, data, epochs, args.seed))
+            print(name, {k: v for k, v in rows[-1].items() if k != "curve"}, flush=True)
+        results[name] = dict(name=data["name"], baselines=data["baselines"], rows=rows,
+                             n_patterns=len(data["patterns"]),
+                             pattern_px=list(data["patterns"].shape[1:]),
+                             n_positive=int(data["positive"].sum()))
+    meta = dict(epochs=epochs, seed=args.seed, threads=torch.get_num_threads(),
+                machine=f"{platform.machine()}, {os.cpu_count()} CPUs", wall_s=time.time() - t0)
+    out = ROOT / "bench" / "results" / ("quick" if args.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    text = report(results, meta)
+    (out / "encoders.md").write_text(text)
+    (out / "encoders.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
