@@ -153,8 +153,21 @@ def report(results: dict, meta: dict) -> str:
                          f"{r['cpu_per_epoch']:.2f} | {good} |")
         lines.append("")
     lines += [f"A good model: |angle-COM circular correlation| >= {GOOD_CORR} and vacancy AUC "
-              f">= {GOOD_AUC}, checked after every epoch.", ""]
+              f">= {GOOD_AUC}, checked after every epoch; the time is when that first held, and "
+              "the trained columns show where the run ended (it need not still hold: the "
+              "per-epoch curves are in the JSON). Untrained: after calibrate_inputs, the footing "
+              "training starts from. Angle-COM: circular correlation, invariant to a constant "
+              "offset, -1 for a mirror image. z spread: mean standard deviation of the content "
+              "latents' posterior means over the patterns.", ""]
     return "\n".join(lines)
+
+
+def rewrite_report(path: Path) -> str:
+    """Rewrite the Markdown beside a results JSON (after a change of the report's wording)."""
+    raw = json.loads(Path(path).read_text())
+    text = report(raw["results"], raw["meta"])
+    Path(path).with_suffix(".md").write_text(text)
+    return text
 
 
 def main(argv=None) -> None:

@@ -45,8 +45,9 @@ def forward_flops(config: dict, size: int) -> dict[str, float]:
     latent = int(config["latent_dim"])
     n_angle = 2 if config["angle_prior"] == "periodic" else 3
     n_out = n_angle + 2 * latent + (4 if config.get("translation") else 0)
-    # Both encoders end in the same MLP on the (canonical) pattern; the polar pose estimate is
-    # an FFT and an interpolation, not a matrix product.
+    # All encoders end in the same MLP on the (canonical) pattern; the polar pose estimate (an
+    # FFT and an interpolation) and the equivariant encoder's small polar convolutions are not
+    # counted.
     encoder = 2 * _chain([pixels, *config["encoder_hidden"], n_out])
     hidden = list(config["decoder_hidden"])
     if config["decoder"] == "spatial":
