@@ -234,8 +234,9 @@ def fit(
     calibrate : bool
         Before the first epoch of a model that was never calibrated, set its encoder's input
         scaling from ``patterns`` (:meth:`rrvae_nb.model.RrVAE.calibrate_inputs`). False: the
-        encoder sees the patterns as they are (rrvae-nb 0.1's behaviour, which left the content
-        latents unused on data whose patterns differ by a few hundredths).
+        encoder sees the patterns as they are (the behaviour before input scaling existed,
+        which left the content latents unused on data whose patterns differ by a few
+        hundredths; the chapters' tuned settings still use it).
 
     Returns
     -------

@@ -153,3 +153,17 @@ def test_what_training_changes_for_the_learned_encoder():
     assert offsets_spread_deg(before) < 8 and offsets_spread_deg(after) < 8  # architecture
     assert separation(after) == 1.0                                            # learned
     assert err_after < 0.2 * err_before and err_after < 0.2 * np.var(held.patterns)
+
+
+def test_input_scaling_travels_with_the_model(tmp_path):
+    """Saved, loaded and pickled models (stream.encode_maps ships them pickled) keep the input
+    scaling, so they encode exactly as the original."""
+    import pickle
+
+    x = _disk_patterns(seed=6)
+    model = rr.RrVAE((SIZE, SIZE), 2, encoder="equivariant", seed=2).calibrate_inputs(x)
+    for copy in (rr.RrVAE.load(model.save(tmp_path / "m.pt")),
+                 pickle.loads(pickle.dumps(model))):
+        assert bool(copy.input_calibrated)
+        np.testing.assert_array_equal(copy.encode(x).z, model.encode(x).z)
+        np.testing.assert_array_equal(copy.encode(x).angle, model.encode(x).angle)
