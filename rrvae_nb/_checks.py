@@ -85,3 +85,18 @@ def as_patterns(
             "(rrvae_nb.preprocess.normalise) or use likelihood='gaussian'."
         )
     return x
+
+
+def whole_number(name: str, value, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError that names the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def positive_number(name: str, value, unit: str = "") -> float:
+    """``value`` as a finite float > 0, or a ValueError that names the argument."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0{unit}; got {value!r}.")
+    return float(value)

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ._atomic import replace_atomically
-from ._checks import as_patterns
+from ._checks import as_patterns, positive_number, whole_number
 from ._version import __version__
 from .networks import (
     EquivariantEncoder,
@@ -208,10 +208,17 @@ class RrVAE(nn.Module):
             raise ValueError(
                 f"interpolation must be 'bilinear' or 'bicubic'; got {interpolation!r}"
             )
-        if int(latent_dim) != latent_dim or latent_dim < 0:
-            raise ValueError(f"latent_dim must be a non-negative integer; got {latent_dim!r}")
-        if int(symmetry) != symmetry or symmetry < 1:
-            raise ValueError(f"symmetry must be a positive integer (n-fold); got {symmetry!r}")
+        latent_dim = whole_number("latent_dim", latent_dim, 0)
+        symmetry = whole_number("symmetry (n-fold)", symmetry, 1)
+        seed = whole_number("seed", seed, 0)
+        translation_prior_scale = positive_number(
+            "translation_prior_scale", translation_prior_scale, " (half pattern widths)")
+        for name, widths in (("encoder_hidden", encoder_hidden),
+                             ("decoder_hidden", decoder_hidden)):
+            if len(tuple(widths)) < 1:
+                raise ValueError(f"{name} needs at least one hidden layer width; got {widths!r}.")
+            for w in widths:
+                whole_number(f"each width of {name}", w, 1)
         if angle_prior_scale is None:
             angle_prior_scale = 0.1 if angle_prior == "free" else 1.0
         if not angle_prior_scale > 0:
@@ -489,12 +496,29 @@ class RrVAE(nn.Module):
             for a single ``z`` of shape (latent_dim,).
         """
         dev = self.device
-        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev)
-        single = zt.ndim == 1
-        zt = zt.reshape(-1, self.latent_dim) if self.latent_dim else zt.reshape(-1, 0)
+        zn = np.asarray(z, dtype=np.float32)
+        d = self.latent_dim
+        single = zn.ndim == 1
+        if not ((single and zn.shape[0] == d) or (zn.ndim == 2 and zn.shape[1] == d)):
+            raise ValueError(
+                f"z must be (M, {d}) content latents, or ({d},) for one pattern, for this model "
+                f"(latent_dim={d}); got shape {zn.shape}. Pass Encoding.z, or rows of it."
+            )
+        zt = torch.as_tensor(zn.reshape(1, d) if single else zn, device=dev)
         m = zt.shape[0]
-        a = torch.as_tensor(np.asarray(angle, dtype=np.float32), device=dev)
-        a = a.expand(m) if a.ndim == 0 else a.reshape(m)
+        an = np.asarray(angle, dtype=np.float32)
+        if an.ndim and an.shape != (m,):
+            raise ValueError(
+                f"angle must be one number or one per pattern, shape ({m},); got shape "
+                f"{an.shape}."
+            )
+        if not np.isfinite(zn).all() or not np.isfinite(an).all():
+            raise ValueError(
+                "z and angle must be finite: found NaN or inf. Drop those patterns, e.g. "
+                "keep = np.isfinite(angle) & np.isfinite(z).all(1)."
+            )
+        a = torch.as_tensor(an, device=dev)
+        a = a.expand(m) if a.ndim == 0 else a
         t = None
         if translation is not None:
             size = self.pattern_shape[0]

@@ -15,7 +15,7 @@ from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
 from ._atomic import replace_atomically, stale_temporaries
-from ._checks import as_patterns
+from ._checks import as_patterns, positive_number, whole_number
 from ._version import __version__
 from .model import RrVAE
 
@@ -250,14 +250,19 @@ def fit(
         what to change.
 
     """
-    if int(epochs) != epochs or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    epochs = whole_number("epochs", epochs, 0)
+    batch_size = whole_number("batch_size", batch_size, 1)
+    seed = whole_number("seed", seed, 0)
+    num_particles = whole_number("num_particles (ELBO samples per pattern)", num_particles, 1)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; got {lr!r}")
+    positive_number("lr", lr)
+    if not callable(kl_weight) and not (isinstance(kl_weight, (int, float)) and
+                                        np.isfinite(kl_weight) and kl_weight >= 0):
+        raise ValueError(
+            f"kl_weight must be a finite number >= 0 or a function of the epoch; got "
+            f"{kl_weight!r}."
+        )
     schedule = kl_weight if callable(kl_weight) else (lambda epoch: float(kl_weight))
     x = as_patterns(patterns, model.pattern_shape,
                     unit_interval=model.config.likelihood != "gaussian")
