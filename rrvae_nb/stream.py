@@ -17,6 +17,7 @@ same results as in-process.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,10 @@ def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bo
     seed : int
         Which patterns are drawn.
     cache : path, optional
-        ``.npy`` file for the subset: written atomically, and read back (memory-mapped) when it
-        already exists and matches ``(n, H, W)``; delete it after changing the data.
+        ``.npy`` file for the subset, written atomically with a key beside it
+        (``<cache>.key.json``: the stack's shape, ``n`` and ``seed``), and read back
+        (memory-mapped) when it exists and its key matches; a cache made with other arguments is
+        refused. Delete it after changing the data (the key cannot see the values).
     progress : bool
         Progress bar while reading.
 
@@ -82,18 +85,22 @@ def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bo
         raise ValueError(f"n must be >= 1; got {n}")
     n = min(int(n), total)
     shape = (n, *(int(s) for s in patterns.shape[1:]))
+    key = {"stack_shape": [total, *shape[1:]], "n": n, "seed": int(seed)}
     if cache is not None:
         cache = Path(cache)
+        key_path = cache.with_name(cache.name + ".key.json")
         if cache.exists():
             try:
                 cached = np.load(cache, mmap_mode="r")
+                stored = json.loads(key_path.read_text()) if key_path.exists() else None
             except (ValueError, OSError) as err:
                 raise ValueError(
                     f"The sample cache {cache} cannot be read ({err}): delete it."
                 ) from err
-            if cached.shape != shape:
+            if stored != key or cached.shape != shape:
                 raise ValueError(
-                    f"The sample cache {cache} holds {cached.shape}, not {shape}: delete it."
+                    f"The sample cache {cache} was made with other arguments ({stored}; this "
+                    f"call: {key}): pass another cache path, or delete it to sample afresh."
                 )
             return cached
     index = sample_index(total, n, seed)
@@ -103,7 +110,9 @@ def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bo
         subset = np.asarray(patterns[index])
     subset = np.ascontiguousarray(subset, dtype=np.float32)
     if cache is not None:
-        replace_atomically(cache, lambda tmp: np.save(tmp, subset), mkdir=True)
+        # the key first: a run stopped in between leaves no cache that lacks its key
+        replace_atomically(key_path, lambda tmp: tmp.write_text(json.dumps(key)), mkdir=True)
+        replace_atomically(cache, lambda tmp: np.save(tmp, subset))
     return subset
 
 

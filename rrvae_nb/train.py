@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 from ._atomic import replace_atomically, stale_temporaries
 from ._checks import as_patterns, positive_number, whole_number
 from ._version import __version__
-from .model import RrVAE
+from .model import RrVAE, _with_input_defaults
 
 __all__ = ["fit", "evaluate", "History", "linear_warmup", "latent_usage", "UnusedLatentWarning",
            "ACTIVE_VARIANCE"]
@@ -294,6 +295,7 @@ def fit(
     svi = _svi(model, lr, num_particles)
     hist = History(train_index=train_idx, val_index=val_idx)
     run_key = _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model)
+    run_key["calibrate"] = bool(calibrate)  # changes what the encoder sees
     start = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
@@ -301,7 +303,7 @@ def fit(
         for stale in stale_temporaries(checkpoint):
             stale.unlink(missing_ok=True)
         if checkpoint.exists():
-            start = _resume(checkpoint, model, svi, hist, run_key)
+            start = _resume(checkpoint, model, svi, hist, run_key, schedule)
     bar = tqdm(range(start, epochs), desc="training", unit="epoch", disable=not progress,
                initial=start, total=epochs)
     for epoch in bar:
@@ -353,10 +355,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model) -> dict:
     """What must match for a checkpoint to continue this very run."""
-    probe = x.flatten(1)[:: max(1, x.shape[0] // 64)].double()
+    # every value of every pattern, in order: a changed or reordered pattern is another run
+    digest = hashlib.sha256()
+    flat = x.reshape(x.shape[0], -1)
+    for s in range(0, flat.shape[0], 4096):
+        digest.update(np.ascontiguousarray(flat[s : s + 4096].numpy()).tobytes())
     return {
         "n_patterns": int(x.shape[0]),
-        "data_fingerprint": [float(probe.sum()), float((probe**2).sum())],
+        "data_sha256": digest.hexdigest(),
         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
         "seed": int(seed), "val_fraction": float(val_fraction),
         "num_particles": int(num_particles),
@@ -379,7 +385,7 @@ def _save_checkpoint(path: Path, model: RrVAE, svi: SVI, hist: History, key: dic
     replace_atomically(path, lambda tmp: torch.save(payload, tmp), mkdir=True)
 
 
-def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict) -> int:
+def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, schedule) -> int:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
@@ -395,7 +401,15 @@ def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict) -> int
             f"Checkpoint {path} belongs to another run (differs in: {', '.join(diff)}). Use a "
             "new checkpoint path, or delete this file to start afresh."
         )
-    model.load_state_dict(payload["state_dict"])
+    # the objective of the epochs done: their KL weights must be this run's schedule's
+    done = payload["history"]["kl_weight"]
+    if [float(schedule(e)) for e in range(len(done))] != [float(w) for w in done]:
+        raise ValueError(
+            f"Checkpoint {path} belongs to another run (differs in: kl_weight, which was "
+            f"{done} in its first {len(done)} epochs). Use a new checkpoint path, or delete "
+            "this file to start afresh."
+        )
+    model.load_state_dict(_with_input_defaults(payload["state_dict"]))
     prefix = model._pyro_name + "$$$"
     svi.optim.set_state({prefix + k: v for k, v in payload["optimizer"].items()})
     for k, v in payload["history"].items():

@@ -62,6 +62,11 @@ def test_sample_patterns(cube, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
     with pytest.raises(ValueError, match="delete it"):
         sample_patterns(prep.patterns, 20, cache=tmp_path / "s.npy")
+    # another seed draws other patterns: the old cache must not be returned (it used to be)
+    with pytest.raises(ValueError, match="other arguments"):
+        sample_patterns(prep.patterns, 30, seed=5, cache=tmp_path / "s.npy")
+    other = sample_patterns(prep.patterns, 30, seed=5, cache=tmp_path / "t.npy")
+    np.testing.assert_array_equal(other, full[sample_index(120, 30, 5)])
     np.testing.assert_array_equal(sample_patterns(full, 30, seed=4), sub)
 
 

@@ -170,9 +170,24 @@ def test_checkpoint_of_another_run_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match="another run.*lr"):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, lr=0.01, progress=False,
                checkpoint=ckpt)
-    with pytest.raises(ValueError, match="another run.*data_fingerprint"):
+    with pytest.raises(ValueError, match="another run.*data_sha256"):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data[::-1].copy(), epochs=1, progress=False,
                checkpoint=ckpt)
+    # one pattern changed, or two swapped: the old sampled fingerprint let both resume
+    changed = data.copy()
+    changed[7, 3, 3] += 0.01
+    swapped = data.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]
+    for other in (changed, swapped):
+        with pytest.raises(ValueError, match="another run.*data_sha256"):
+            rr.fit(rr.RrVAE((SIZE, SIZE), 2), other, epochs=1, progress=False,
+                   checkpoint=ckpt)
+    # another objective: a different KL weight (constant or scheduled), or no input scaling
+    for kw in (dict(kl_weight=0.5), dict(kl_weight=rr.linear_warmup(3)),
+               dict(calibrate=False)):
+        with pytest.raises(ValueError, match="another run"):
+            rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False,
+                   checkpoint=ckpt, **kw)
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
