@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ._atomic import replace_atomically, stale_temporaries
 from ._checks import as_patterns, positive_number, whole_number
 from ._version import __version__
-from .model import RrVAE, _with_input_defaults
+from .model import RrVAE
 
 __all__ = ["fit", "evaluate", "History", "linear_warmup", "latent_usage", "UnusedLatentWarning",
            "ACTIVE_VARIANCE"]
@@ -409,7 +409,7 @@ def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, schedu
             f"{done} in its first {len(done)} epochs). Use a new checkpoint path, or delete "
             "this file to start afresh."
         )
-    model.load_state_dict(_with_input_defaults(payload["state_dict"]))
+    model.load_state_dict(payload["state_dict"])
     prefix = model._pyro_name + "$$$"
     svi.optim.set_state({prefix + k: v for k, v in payload["optimizer"].items()})
     for k, v in payload["history"].items():
