@@ -243,9 +243,9 @@ def _notes(raw: dict, st: dict) -> list[str]:
         f"one pass over the {n_train} training patterns (the held-out "
         f"{s['val_percent']:.0f} % excluded); per-epoch figures are the measured cost per "
         "pattern over the whole budget (the first step's one-off set-up included) times the "
-        "epoch's patterns. The training loop is the package's SVI (rrvae_nb.train._svi, one "
-        "Adam state for the whole run, svi.step per batch, the same split, batch order and "
-        "seeds as rrvae_nb.fit).",
+        "epoch's patterns. The training loop is the package's (the ELBO module of "
+        "rrvae_nb.train._elbo and one torch.optim.Adam state for the whole run, one step per "
+        "batch, the same split, batch order and seeds as rrvae_nb.fit).",
         f"Angle recovery r: circular correlation of the encoded and the true angle on the held-"
         f"out set, computed per template (each template's canonical orientation is arbitrary) "
         f"and averaged weighted by counts; signed (a mirrored angle scores -1). Time to r >= "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io as _io
 import math
 from dataclasses import asdict, dataclass, field
-from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,6 @@ _ENCODER_CLASSES = {"equivariant": EquivariantEncoder, "polar": PolarEncoder}
 #: Buffers added after the first release; files without them load with these values (which
 #: reproduce the older models' behaviour exactly: the encoder saw the patterns unchanged).
 _INPUT_DEFAULTS = {"input_offset": 0.0, "input_scale": 1.0, "input_calibrated": False}
-_ids = count()
 
 
 @dataclass
@@ -245,7 +243,6 @@ class RrVAE(nn.Module):
             interpolation=interpolation,
             seed=int(seed),
         )
-        self._pyro_name = f"rrvae{next(_ids)}"
         size = shape[0]
         n_angle = 2 if angle_prior == "periodic" else 3
         self._n_angle = n_angle
@@ -372,7 +369,6 @@ class RrVAE(nn.Module):
     # ------------------------------------------------------------------ Pyro model / guide
     def model(self, x: torch.Tensor, kl_weight: float = 1.0):
         """Generative model p(x, z, angle[, t]) for a batch x of shape (B, H, W)."""
-        pyro.module(self._pyro_name, self)
         cfg = self.config
         b = x.shape[0]
         opts = dict(device=x.device, dtype=x.dtype)
@@ -405,7 +401,6 @@ class RrVAE(nn.Module):
 
     def guide(self, x: torch.Tensor, kl_weight: float = 1.0):
         """Amortised posterior q(z, angle[, t] | x) for a batch x of shape (B, H, W)."""
-        pyro.module(self._pyro_name, self)
         cfg = self.config
         p = self._encode_raw(x)
         with pyro.plate("patterns", x.shape[0]), _kl(kl_weight):

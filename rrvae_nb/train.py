@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
+from pyro.infer.elbo import ELBOModule
 from tqdm.auto import tqdm
 
 from ._atomic import replace_atomically, stale_temporaries
@@ -43,7 +44,7 @@ class History:
         Per epoch: the training objective per pattern (negative ELBO with the KL weight of that
         epoch), averaged over the epoch's minibatches.
     val_loss : list of float
-        Per epoch: held-out negative ELBO per pattern (KL weight 1), from ``svi.evaluate_loss``;
+        Per epoch: held-out negative ELBO per pattern (KL weight 1), without gradients;
         empty when ``val_fraction == 0``.
     kl_weight : list of float
         KL weight of each epoch.
@@ -137,40 +138,30 @@ def _resolve_device(model: RrVAE, device) -> torch.device:
     return dev
 
 
-def _svi(model: RrVAE, lr: float, num_particles: int = 1) -> SVI:
-    # Fresh param-store entries for this model, so the optimiser steps the module's own tensors.
-    store = pyro.get_param_store()
-    for name in [n for n in store.keys() if n.startswith(model._pyro_name + "$$$")]:
-        del store[name]
-    return SVI(
-        model.model,
-        model.guide,
-        pyro.optim.Adam({"lr": lr}),
-        Trace_ELBO(num_particles=num_particles),
-    )
+def _elbo(model: RrVAE, num_particles: int = 1) -> ELBOModule:
+    """The negative ELBO of ``model``'s model/guide pair as a torch module: ``elbo(x,
+    kl_weight=...)`` is the loss of a batch x (B, H, W), summed over its patterns."""
+    return Trace_ELBO(num_particles=num_particles)(model.model, model.guide)
 
 
 def evaluate(model: RrVAE, patterns, batch_size: int = 512, device=None) -> float:
-    """Negative ELBO per pattern on ``patterns`` (KL weight 1) without touching the weights.
-
-    Uses ``SVI.evaluate_loss`` (no gradient step, no optimiser state).
-    """
+    """Negative ELBO per pattern on ``patterns`` (KL weight 1) without touching the weights
+    (no gradients, no optimiser)."""
     x = as_patterns(patterns, model.pattern_shape,
                     unit_interval=model.config.likelihood != "gaussian")
     dev = _resolve_device(model, device)
     model.to(dev)
-    svi = _svi(model, lr=0.0)
-    return _evaluate(svi, x, batch_size, dev)
+    return _evaluate(_elbo(model), x, batch_size, dev)
 
 
-def _evaluate(svi: SVI, x: torch.Tensor, batch_size: int, dev, index=None) -> float:
+def _evaluate(elbo: ELBOModule, x: torch.Tensor, batch_size: int, dev, index=None) -> float:
     """Negative ELBO per pattern of ``x`` (or of ``x[index]``, gathered batch by batch)."""
     n = x.shape[0] if index is None else len(index)
     total = 0.0
     with torch.no_grad():
         for s in range(0, n, batch_size):
             batch = x[s : s + batch_size] if index is None else x[index[s : s + batch_size]]
-            total += svi.evaluate_loss(batch.to(dev), kl_weight=1.0)
+            total += float(elbo(batch.to(dev), kl_weight=1.0))
     return total / n
 
 
@@ -191,7 +182,14 @@ def fit(
     callback: Callable[[int, History], None] | None = None,
     calibrate: bool = True,
 ) -> History:
-    """Train ``model`` on ``patterns`` with SVI (Trace_ELBO, Adam).
+    """Train ``model`` on ``patterns`` by stochastic variational inference.
+
+    The loop is PyTorch's own: the ELBO as a torch module
+    (``Trace_ELBO(num_particles)(model.model, model.guide)``), ``torch.optim.Adam`` over
+    ``model.parameters()``, ``loss.backward()``, ``optimiser.step()``. The model and guide read
+    their weights from the module itself, so Pyro's global parameter store is never used (what
+    ``pyro.settings.set(module_local_params=True)`` gives a ``PyroModule``): two models never
+    share weights, and a checkpoint is two state dicts.
 
     Parameters
     ----------
@@ -292,7 +290,8 @@ def fit(
         source, train_pos = x[train_idx].to(dev), torch.arange(len(train_idx), device=dev)
     val_pos = torch.from_numpy(val_idx)
     n_train = len(train_idx)
-    svi = _svi(model, lr, num_particles)
+    elbo = _elbo(model, num_particles)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     hist = History(train_index=train_idx, val_index=val_idx)
     run_key = _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model)
     run_key["calibrate"] = bool(calibrate)  # changes what the encoder sees
@@ -303,7 +302,7 @@ def fit(
         for stale in stale_temporaries(checkpoint):
             stale.unlink(missing_ok=True)
         if checkpoint.exists():
-            start = _resume(checkpoint, model, svi, hist, run_key, schedule)
+            start = _resume(checkpoint, model, optimiser, hist, run_key, schedule)
     bar = tqdm(range(start, epochs), desc="training", unit="epoch", disable=not progress,
                initial=start, total=epochs)
     for epoch in bar:
@@ -315,7 +314,11 @@ def fit(
         perm = train_pos[torch.randperm(n_train, generator=gen).to(dev)]
         total = 0.0
         for s in range(0, n_train, batch_size):
-            loss = svi.step(source[perm[s : s + batch_size]], kl_weight=beta)
+            loss = elbo(source[perm[s : s + batch_size]], kl_weight=beta)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            loss = float(loss.detach())
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"The loss became {loss} in epoch {epoch}: lower lr, scale the data to "
@@ -325,7 +328,7 @@ def fit(
         hist.train_loss.append(total / n_train)
         hist.kl_weight.append(beta)
         if n_val:
-            hist.val_loss.append(_evaluate(svi, x, 4 * batch_size, dev, index=val_pos))
+            hist.val_loss.append(_evaluate(elbo, x, 4 * batch_size, dev, index=val_pos))
         hist.seconds.append(time.perf_counter() - t0)
         post = {"train": f"{hist.train_loss[-1]:.4g}"}
         if n_val:
@@ -333,7 +336,7 @@ def fit(
         bar.set_postfix(post)
         done = epoch + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
-            _save_checkpoint(checkpoint, model, svi, hist, run_key, done)
+            _save_checkpoint(checkpoint, model, optimiser, hist, run_key, done)
         if callback is not None:
             callback(done, hist)
             model.train()
@@ -347,6 +350,9 @@ def fit(
 
 # ------------------------------------------------------------------------------ checkpoints
 _CKPT_KIND = "rrvae-nb checkpoint"
+#: 2: the optimiser is a torch.optim.Adam state_dict (1: Pyro's per-parameter optimisers, before
+#: training left Pyro's global parameter store).
+_CKPT_FORMAT = 2
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -371,21 +377,21 @@ def _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model
     }
 
 
-def _save_checkpoint(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, epoch: int):
-    prefix = model._pyro_name + "$$$"
-    optim = {name[len(prefix):]: state for name, state in svi.optim.get_state().items()
-             if name.startswith(prefix)}
+def _save_checkpoint(path: Path, model: RrVAE, optimiser: torch.optim.Optimizer, hist: History,
+                     key: dict, epoch: int):
     payload = {
-        "kind": _CKPT_KIND, "package_version": __version__, "epoch": epoch, "run": key,
+        "kind": _CKPT_KIND, "format": _CKPT_FORMAT, "package_version": __version__,
+        "epoch": epoch, "run": key,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optim,
+        "optimizer": optimiser.state_dict(),
         "history": {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
                     for k, v in asdict(hist).items()},
     }
     replace_atomically(path, lambda tmp: torch.save(payload, tmp), mkdir=True)
 
 
-def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, schedule) -> int:
+def _resume(path: Path, model: RrVAE, optimiser: torch.optim.Optimizer, hist: History,
+            key: dict, schedule) -> int:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
@@ -395,6 +401,13 @@ def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, schedu
         ) from err
     if not isinstance(payload, dict) or payload.get("kind") != _CKPT_KIND:
         raise ValueError(f"{path} is not an rrvae-nb checkpoint: pass another checkpoint path.")
+    if payload.get("format", 1) != _CKPT_FORMAT:
+        raise ValueError(
+            f"Checkpoint {path} was written by rrvae-nb {payload.get('package_version', '?')}, "
+            "whose optimiser state this version cannot continue exactly. Use a new checkpoint "
+            "path, or delete this file to start afresh (its weights alone: RrVAE.load_state_dict"
+            "(torch.load(path, weights_only=True)['state_dict']))."
+        )
     if payload["run"] != key:
         diff = sorted(k for k in key if payload["run"].get(k) != key[k])
         raise ValueError(
@@ -410,8 +423,7 @@ def _resume(path: Path, model: RrVAE, svi: SVI, hist: History, key: dict, schedu
             "this file to start afresh."
         )
     model.load_state_dict(payload["state_dict"])
-    prefix = model._pyro_name + "$$$"
-    svi.optim.set_state({prefix + k: v for k, v in payload["optimizer"].items()})
+    optimiser.load_state_dict(payload["optimizer"])
     for k, v in payload["history"].items():
         if k.startswith("latent_"):
             continue  # measured at the end of every run

@@ -193,6 +193,24 @@ def test_checkpoint_of_another_run_is_refused(data, tmp_path):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
 
 
+def test_checkpoint_is_two_state_dicts_and_an_older_format_is_refused(data, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    model = rr.RrVAE((SIZE, SIZE), 2)
+    rr.fit(model, data, epochs=1, progress=False, checkpoint=ckpt)
+    payload = torch.load(ckpt, weights_only=True)
+    # plain torch: the model's state_dict and a torch.optim.Adam state_dict over its parameters
+    assert payload["format"] == 2
+    assert payload["state_dict"].keys() == model.state_dict().keys()
+    adam = torch.optim.Adam(model.parameters())
+    adam.load_state_dict(payload["optimizer"])
+    assert len(adam.state) == len(list(model.parameters()))
+    # a checkpoint of Pyro's per-parameter optimisers (format 1) cannot continue exactly
+    del payload["format"]
+    torch.save(payload, ckpt)
+    with pytest.raises(ValueError, match="cannot continue exactly.*new checkpoint path"):
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=2, progress=False, checkpoint=ckpt)
+
+
 @pytest.mark.slow
 def test_killed_training_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL at arbitrary moments: the checkpoint is always the old or the new one."""
