@@ -40,6 +40,7 @@ from .networks import (
     PolarEncoder,
     SpatialDecoder,
 )
+from .priors import angle_prior as angle_prior_of
 from .rotate import translation_to_pixels, wrap_angle
 
 __all__ = ["RrVAE", "Encoding", "FORMAT_VERSION"]
@@ -102,13 +103,6 @@ class _Config:
     interpolation: str = "bilinear"
     seed: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def _projected_normal_resultant(norm: torch.Tensor) -> torch.Tensor:
-    """Mean resultant length E[cos(psi - psi0)] of a 2-D projected normal whose mean vector has
-    length ``norm`` (unit covariance): sqrt(pi/8) k e^{-k^2/4} (I0(k^2/4) + I1(k^2/4))."""
-    x = norm**2 / 4
-    return math.sqrt(math.pi / 8) * norm * (torch.special.i0e(x) + torch.special.i1e(x))
 
 
 class RrVAE(nn.Module):
@@ -244,8 +238,8 @@ class RrVAE(nn.Module):
             seed=int(seed),
         )
         size = shape[0]
-        n_angle = 2 if angle_prior == "periodic" else 3
-        self._n_angle = n_angle
+        self.pose = angle_prior_of(angle_prior, int(symmetry), float(angle_prior_scale))
+        n_angle = self.pose.n_outputs
         n_out = n_angle + 2 * self.config.latent_dim + (4 if translation else 0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -321,14 +315,9 @@ class RrVAE(nn.Module):
         """Encoder outputs as distribution parameters."""
         cfg = self.config
         out = self.encoder((x - self.input_offset) / self.input_scale)
-        i = self._n_angle
-        params: dict[str, torch.Tensor] = {}
-        if cfg.angle_prior == "periodic":
-            params["angle_dir"] = out[:, :2]  # concentration vector of the projected normal
-        else:
-            # the direction of the first two outputs encodes symmetry * angle for every encoder
-            params["angle_loc"] = torch.atan2(out[:, 1], out[:, 0]) / cfg.symmetry
-            params["angle_scale"] = F.softplus(out[:, 2]) + 1e-4
+        i = self.pose.n_outputs
+        # the direction of the first two outputs encodes symmetry * angle for every encoder
+        params = self.pose.posterior_params(out[:, :i])
         d = cfg.latent_dim
         params["z_loc"] = out[:, i : i + d]
         params["z_scale"] = F.softplus(out[:, i + d : i + 2 * d]) + 1e-4
@@ -337,12 +326,6 @@ class RrVAE(nn.Module):
             params["t_loc"] = out[:, j : j + 2]
             params["t_scale"] = F.softplus(out[:, j + 2 : j + 4]) + 1e-4
         return params
-
-    def _angle_from_site(self, value: torch.Tensor) -> torch.Tensor:
-        """Rotation angle (rad) from the value of the angle site."""
-        if self.config.angle_prior == "periodic":
-            return torch.atan2(value[..., 1], value[..., 0]) / self.config.symmetry
-        return value
 
     def _render(self, z, angle, translation=None) -> torch.Tensor:
         """Decoder output at the given pose: the mean (Gaussian) or the logits (Bernoulli)."""
@@ -378,16 +361,8 @@ class RrVAE(nn.Module):
                     "z",
                     dist.Normal(torch.zeros(b, cfg.latent_dim, **opts), 1.0).to_event(1),
                 )
-                if cfg.angle_prior == "periodic":
-                    value = pyro.sample(
-                        "angle_dir", dist.ProjectedNormal(torch.zeros(b, 2, **opts))
-                    )
-                else:
-                    if cfg.angle_prior == "gaussian":
-                        loc = torch.zeros(b, **opts)
-                    else:  # "free": centred on the encoder's mean, so the KL has no mean term
-                        loc = self._encode_raw(x)["angle_loc"]
-                    value = pyro.sample("angle", dist.Normal(loc, cfg.angle_prior_scale))
+                pose = pyro.sample(self.pose.site, self.pose.prior(
+                    b, opts, encoder_loc=lambda: self._encode_raw(x)["angle_loc"]))
                 t = None
                 if cfg.translation:
                     t = pyro.sample(
@@ -395,7 +370,7 @@ class RrVAE(nn.Module):
                         dist.Normal(torch.zeros(b, 2, **opts), cfg.translation_prior_scale)
                         .to_event(1),
                     )
-            out = self._render(z, self._angle_from_site(value), t)
+            out = self._render(z, self.pose.angle(pose), t)
             pyro.sample("obs", self._likelihood(out).to_event(2), obs=x)
         return out
 
@@ -405,10 +380,7 @@ class RrVAE(nn.Module):
         p = self._encode_raw(x)
         with pyro.plate("patterns", x.shape[0]), _kl(kl_weight):
             pyro.sample("z", dist.Normal(p["z_loc"], p["z_scale"]).to_event(1))
-            if cfg.angle_prior == "periodic":
-                pyro.sample("angle_dir", dist.ProjectedNormal(p["angle_dir"]))
-            else:
-                pyro.sample("angle", dist.Normal(p["angle_loc"], p["angle_scale"]))
+            pyro.sample(self.pose.site, self.pose.posterior(p))
             if cfg.translation:
                 pyro.sample("translation", dist.Normal(p["t_loc"], p["t_scale"]).to_event(1))
 
@@ -442,14 +414,7 @@ class RrVAE(nn.Module):
         show = len(starts) > 20 if progress is None else progress
         for s in tqdm(starts, desc="encoding", unit="batch", disable=not show):
             p = self._encode_raw(x[s : s + batch_size].to(self.device))
-            if cfg.angle_prior == "periodic":
-                c = p["angle_dir"]
-                psi = torch.atan2(c[:, 1], c[:, 0])
-                rho = _projected_normal_resultant(c.norm(dim=-1)).clamp(1e-12, 1.0)
-                angle = psi / cfg.symmetry
-                angle_std = torch.sqrt(-2 * torch.log(rho)) / cfg.symmetry
-            else:
-                angle, angle_std = p["angle_loc"], p["angle_scale"]
+            angle, angle_std = self.pose.summary(p)
             vals = {
                 "angle": wrap_angle(angle, cfg.symmetry),
                 "angle_std": angle_std,
