@@ -211,7 +211,10 @@ def load(name: str, lazy: bool = False, *, data_dir=None, verify: bool = True):
             )
     from rrvae_nb import io
 
-    sig = io.read_ndata1(path, lazy=lazy) if fmt == "ndata1" else io.load(path, lazy=lazy)
+    if fmt == "ndata1":  # a verified SHA-256 covers the zip CRC: skip that second pass
+        sig = io.read_ndata1(path, lazy=lazy, verify_crc=not verify)
+    else:
+        sig = io.load(path, lazy=lazy)
     sig.metadata.set_item("General.rrvae_nb", {
         "dataset": name,
         "recipe": entry.get("recipe"),
