@@ -172,3 +172,31 @@ def test_float64_beyond_float32_is_named_as_such():
     with pytest.raises(ValueError, match=r"beyond the float32 range \(\|x\| > 3\.4e38; largest "
                        r"5e\+38\).*rescale"):
         rr.RrVAE((8, 8), 2, likelihood="gaussian").encode(big)
+
+
+def test_model_load_messages(tmp_path, monkeypatch):
+    import torch
+
+    path = rr.RrVAE((8, 8), 2).save(tmp_path / "m.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"CUDA is not available.*Pass device='cpu'"):
+        rr.RrVAE.load(path, device="cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        rr.RrVAE.load(path, device="gpu0")
+    for name, raw in (("random.pt", np.random.default_rng(0).bytes(500)),
+                      ("empty.pt", b""),
+                      ("cut.pt", path.read_bytes()[:300])):
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(ValueError) as err:
+            rr.RrVAE.load(tmp_path / name)
+        text = str(err.value)
+        assert "not an rrvae-nb model file, or it is damaged" in text and "RrVAE.save" in text
+        assert "weights_only" not in text  # torch's unsafe advice is never passed on
+        chain = err.value.__cause__
+        assert chain is None or "weights_only" not in str(chain)
+
+
+def test_checkpoint_must_be_a_file_path(tmp_path):
+    with pytest.raises(ValueError, match=r"is a folder, but a checkpoint is a file path: pass "
+                       r"e\.g\. checkpoint='.*run\.pt'"):
+        rr.fit(rr.RrVAE((8, 8), 2), X, epochs=1, progress=False, checkpoint=tmp_path)
