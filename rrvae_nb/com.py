@@ -630,12 +630,23 @@ def _scan_steps(step) -> tuple[float, float]:
     return float(sy), float(sx)
 
 
+def _check_derivable(cy) -> None:
+    if np.ndim(cy) != 2 or min(np.shape(cy)) < 2:
+        raise ValueError(
+            f"The COM maps have shape {np.shape(cy)}: a divergence or curl needs at least 2 scan "
+            "positions along scan y and scan x (differences between neighbours). Scan a larger "
+            "area, or use the COM vectors themselves."
+        )
+
+
 def _divergence(cy, cx, steps):
+    _check_derivable(cy)
     sy, sx = steps
     return np.gradient(cx, sx, axis=1) + np.gradient(cy, sy, axis=0)
 
 
 def _curl(cy, cx, steps):
+    _check_derivable(cy)
     sy, sx = steps
     return np.gradient(cy, sx, axis=1) - np.gradient(cx, sy, axis=0)
 

@@ -268,7 +268,8 @@ def annular_image(
             )
         raise ValueError(
             f"No camera pixel lies between {inner_mrad:g} and {outer_mrad:g} mrad (pixels are "
-            f"{min(cal.k_steps_mrad):.3g} mrad apart or more): widen the annulus."
+            f"{min(cal.k_steps_mrad):.3g} mrad apart or more): widen the annulus (lower "
+            "inner_mrad or raise outer_mrad)."
         )
 
     if _is_dask(data):

@@ -984,7 +984,8 @@ def prepare(
         differ): ``"refuse"`` (default) raises a ValueError that names this option;
         ``"resample"`` first interpolates every raw pattern linearly onto square pixels of the
         finer step (the coarser axis gets more pixels; values are scaled by fine / coarse step
-        so that each pattern's total is kept). Centring, cropping, ``centre_px``,
+        so that each pattern's total is kept; steps that differ by more than a factor of 4 are
+        refused as a wrong calibration). Centring, cropping, ``centre_px``,
         ``k_origin_px`` and ``k_step_px`` then refer to the resampled pixels; the calibration
         is square. Ignored for square pixels and for arrays without a calibration.
 
@@ -1181,6 +1182,8 @@ def _check_stats(found, scale) -> None:
 
 
 SQUARE_PIXEL_CHOICES = ("refuse", "resample")
+#: Largest ratio of the two diffraction steps that ``square_pixels="resample"`` accepts.
+MAX_RESAMPLE_RATIO = 4.0
 
 
 def _square_pixels(choice, cal, shape):
@@ -1198,6 +1201,14 @@ def _square_pixels(choice, cal, shape):
             "along kx), but the rotation-invariant model needs square pixels. Pass "
             "square_pixels='resample' to prepare() to interpolate the patterns onto square "
             f"pixels of {min(ky, kx):.6g} mrad, or fix the calibration if it is wrong."
+        )
+    ratio = max(ky, kx) / min(ky, kx)
+    if ratio > MAX_RESAMPLE_RATIO:
+        raise ValueError(
+            f"square_pixels='resample': the diffraction steps differ by a factor of {ratio:.3g} "
+            f"({ky:.6g} mrad along ky, {kx:.6g} mrad along kx), more than the "
+            f"{MAX_RESAMPLE_RATIO:g} of any real camera binning; resampling would stretch the "
+            "patterns that much. Check the calibration (the k_step_mrad of the file or signal)."
         )
     square = _SquareGrid.of((ky, kx), shape)
     fine = min(ky, kx)

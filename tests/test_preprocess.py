@@ -495,6 +495,9 @@ def test_rectangular_diffraction_pixels_are_refused_or_resampled():
     assert out.steps["square_pixels"]["shape"] == (33, 17)
     expected = _linear_in_angle(cal, (17, 17), lead=(12,)) * (1.0 / 2.0)  # totals kept
     np.testing.assert_allclose(out.patterns, expected, rtol=1e-5)
+    absurd = Calibration(scan_step_nm=0.025, k_step_mrad=(5.0, 1.0))
+    with pytest.raises(ValueError, match="differ by a factor of 5 .*Check the calibration"):
+        prepare(data, calibration=absurd, square_pixels="resample", crop=17, progress=False)
     # without a crop the resampled patterns (33 x 17) are not square: the message says so
     with pytest.raises(ValueError, match=r"not square \(33 x 17 pixels\).*crop=<side>"):
         prepare(data, calibration=RECT, square_pixels="resample", progress=False)
