@@ -7,6 +7,38 @@ import torch
 
 __all__ = ["as_patterns"]
 
+#: Largest finite float32 (about 3.4e38): the models compute in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def complex_message(name: str) -> str:
+    """The refusal of complex input (wave functions instead of intensities); one wording for
+    :func:`as_patterns` and :func:`rrvae_nb.preprocess.prepare`."""
+    return f"{name} is complex; pass intensities (e.g. abs(wave) ** 2), not wave functions."
+
+
+def float32_range_message(name: str, count: int, largest: float) -> str:
+    """The refusal of finite values that float32 cannot hold (they would become inf)."""
+    return (
+        f"{name} holds {count} value(s) beyond the float32 range (|x| > 3.4e38; largest "
+        f"{largest:.3g}), which the float32 computation would turn into inf: rescale the data "
+        "first (e.g. divide by data.max()), or check it for corrupt values."
+    )
+
+
+def _beyond_float32(x: torch.Tensor) -> tuple[int, float]:
+    """Count and largest magnitude of the finite values of a float64 tensor beyond float32."""
+    if x.dtype != torch.float64 or x.numel() == 0:
+        return 0, 0.0
+    count, largest = 0, 0.0
+    for c in x.reshape(x.shape[0], -1).split(1024):  # chunks: no full-size temporaries
+        a = c.abs()
+        big = (a > FLOAT32_MAX) & torch.isfinite(a)
+        n = int(big.sum())
+        if n:
+            count, largest = count + n, max(largest, float(a[big].max()))
+    return count, largest
+
 
 def as_patterns(
     patterns,
@@ -29,16 +61,23 @@ def as_patterns(
     Raises
     ------
     ValueError
-        Wrong type or dimensionality, empty input, shape mismatch, NaN/inf, constant patterns, or
-        values outside [0, 1] when ``unit_interval``; the message says how to fix it.
+        Wrong type (complex, non-numeric) or dimensionality, empty input, shape mismatch, NaN/inf,
+        values beyond the float32 range, constant patterns, or values outside [0, 1] when
+        ``unit_interval``; the message says how to fix it.
     """
     if isinstance(patterns, torch.Tensor):
         x = patterns.detach().to("cpu")
+        if x.is_complex():
+            raise ValueError(complex_message(name))
     else:
         try:
             arr = np.asarray(patterns)
         except Exception as err:  # noqa: BLE001 - any conversion failure is the user's input
             raise ValueError(f"{name} must be a numpy array or torch tensor: {err}") from err
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(complex_message(name))
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:  # long double: torch has none
+            arr = arr.astype(np.float64)
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             raise ValueError(
                 f"{name} must be a numeric array of shape (N, H, W); got dtype {arr.dtype}."
@@ -62,6 +101,9 @@ def as_patterns(
             f"{tuple(shape)}: crop, bin or resize them (rrvae_nb.preprocess) or build the model "
             f"with pattern_shape={tuple(x.shape[1:])}."
         )
+    count, largest = _beyond_float32(x)
+    if count:
+        raise ValueError(float32_range_message(name, count, largest))
     x = x.to(torch.float32)
     # checked in chunks: a full-size boolean mask would cost a quarter of the data's memory
     finite = torch.cat([torch.isfinite(c).flatten(1).all(1) for c in x.split(1024)])

@@ -102,8 +102,9 @@ class COMMaps:
         the COM.
     units : str
         ``"px"``, ``"mrad"`` or ``"1/Å"``.
-    scan_step_nm : float or None
-        Scan step in nm; None means scan lengths are in scan pixels.
+    scan_step_nm : float, (float, float) or None
+        Scan step in nm, one number (square scan pixels) or a (y, x) pair; None means scan
+        lengths are in scan pixels. :attr:`scan_steps_nm` gives the pair either way.
     origin_px : (float, float)
         Pattern position (ky, kx), in diffraction pixels (fractional index), from which the COM
         was measured.
@@ -118,7 +119,7 @@ class COMMaps:
     com_y: np.ndarray
     com_x: np.ndarray
     units: str
-    scan_step_nm: float | None = None
+    scan_step_nm: float | tuple[float, float] | None = None
     origin_px: tuple[float, float] = (0.0, 0.0)
     rotation_deg: float = 0.0
     transposed: bool = False
@@ -144,21 +145,25 @@ class COMMaps:
         """Unit of scan lengths: ``"nm"`` or ``"scan px"``."""
         return "scan px" if self.scan_step_nm is None else "nm"
 
+    @property
+    def scan_steps_nm(self) -> tuple[float, float]:
+        """Scan step along (scan y, scan x) in ``length_units`` ((1, 1) in scan pixels)."""
+        return _scan_steps(self.scan_step_nm)
+
     def divergence(self) -> np.ndarray:
         """d(com_x)/dx + d(com_y)/dy, (scan y, scan x), in ``units`` per ``length_units``.
 
-        Central differences (``numpy.gradient``); negative at atoms.
+        Central differences (``numpy.gradient``), with the step of each scan axis; negative at
+        atoms.
         """
-        step = 1.0 if self.scan_step_nm is None else self.scan_step_nm
-        return _divergence(self.com_y, self.com_x, step)
+        return _divergence(self.com_y, self.com_x, self.scan_steps_nm)
 
     def curl(self) -> np.ndarray:
         """d(com_y)/dx - d(com_x)/dy with y the scan row (down) axis, in ``units`` per length.
 
         Zero for a field that is a gradient (a correctly calibrated thin-specimen COM).
         """
-        step = 1.0 if self.scan_step_nm is None else self.scan_step_nm
-        return _curl(self.com_y, self.com_x, step)
+        return _curl(self.com_y, self.com_x, self.scan_steps_nm)
 
     @cached_property
     def icom(self) -> np.ndarray:
@@ -323,22 +328,25 @@ def center_of_mass(
     ----------
     data : numpy.ndarray, dask.array.Array or hyperspy Signal2D
         4D-STEM data (scan y, scan x, ky, kx). A hyperspy signal must be calibrated (scan axes in a
-        length unit, diffraction axes in mrad, square pixels); its calibration is used. Lazy
+        length unit, diffraction axes in mrad; one step per axis); its calibration is used. Lazy
         signals and dask arrays are reduced chunk by chunk in bounded memory.
     units : {"mrad", "px", "1/Å"}
         Units of the result. ``"1/Å"`` needs the beam energy (relativistic wavelength).
     k_step_mrad : float or (float, float), optional
-        Diffraction pixel size in mrad, for numpy/dask input (required unless ``units="px"``).
-        A (ky, kx) pair must be equal (square pixels).
+        Diffraction pixel size in mrad, for numpy/dask input (required unless ``units="px"``);
+        a (ky, kx) pair for rectangular pixels (each component is scaled by its own step).
     energy_kev : float, optional
         Beam energy in keV (numpy input, or a signal without it in its metadata).
-    scan_step_nm : float, optional
-        Scan step in nm for numpy/dask input (used by the divergence and iCOM); None = scan px.
+    scan_step_nm : float or (float, float), optional
+        Scan step in nm for numpy/dask input (used by the divergence and iCOM), one number or a
+        (y, x) pair; None = scan px.
     origin : "mean", "axes" or (float, float)
         ``"mean"``: the COM of the mean of the patterns as they enter the sum (after mask and
         threshold), so the intensity-weighted mean COM is zero. ``"axes"``: the pixel where a
         signal's calibrated angle is (0, 0) (hyperspy input only). A pair: (ky, kx) position in
         diffraction pixels (fractional index, e.g. ``(n // 2, n // 2)`` for abTEM patterns).
+        Both must lie on the camera, 0 <= ky <= (pattern rows - 1) and 0 <= kx <= (pattern
+        columns - 1); an origin outside is refused.
     mask : array_like, optional
         (ky, kx) bool or non-negative weights applied to every pattern before the sums, e.g.
         :func:`bright_field_mask`.
@@ -360,7 +368,7 @@ def center_of_mass(
     Raises
     ------
     ValueError
-        Wrong dimensionality, missing or non-square calibration, NaN/inf, negative values (with
+        Wrong dimensionality, missing or invalid calibration, NaN/inf, negative values (with
         ``negative="raise"``), a pattern with no positive intensity (after mask/threshold), or a
         bad mask/threshold/origin; each message says how to fix it.
     """
@@ -372,12 +380,14 @@ def center_of_mass(
     k_origin_px = None
     if hasattr(data, "axes_manager"):  # hyperspy signal
         cal = calibration_of(data)
-        if k_step_mrad is not None and not np.isclose(
-            np.mean(k_step_mrad), cal.k_step_mrad, rtol=1e-6
+        if k_step_mrad is not None and not np.allclose(
+            np.broadcast_to(np.asarray(k_step_mrad, dtype=float), (2,)), cal.k_steps_mrad,
+            rtol=1e-6,
         ):
             raise ValueError(
                 f"k_step_mrad={k_step_mrad} disagrees with the signal's calibration "
-                f"({cal.k_step_mrad} mrad): fix the signal's axes or leave k_step_mrad out."
+                f"({cal.k_steps_mrad} mrad along ky, kx): fix the signal's axes or leave "
+                "k_step_mrad out."
             )
         if energy_kev is not None and cal.energy_kev is not None and not np.isclose(
             energy_kev, cal.energy_kev
@@ -386,17 +396,20 @@ def center_of_mass(
                 f"energy_kev={energy_kev} disagrees with the signal's beam energy "
                 f"({cal.energy_kev} keV): fix the metadata or leave energy_kev out."
             )
-        if scan_step_nm is not None and not np.isclose(scan_step_nm, cal.scan_step_nm):
+        if scan_step_nm is not None and not np.allclose(
+            np.broadcast_to(np.asarray(scan_step_nm, dtype=float), (2,)), cal.scan_steps_nm
+        ):
             raise ValueError(
-                f"scan_step_nm={scan_step_nm} disagrees with the signal's scan step "
-                f"({cal.scan_step_nm} nm): fix the signal's axes or leave scan_step_nm out."
+                f"scan_step_nm={scan_step_nm} disagrees with the signal's scan steps "
+                f"({cal.scan_steps_nm} nm along y, x): fix the signal's axes or leave "
+                "scan_step_nm out."
             )
-        k_step_mrad = cal.k_step_mrad
+        k_step_mrad = cal.k_steps_mrad
         energy_kev = cal.energy_kev if energy_kev is None else energy_kev
-        scan_step_nm = cal.scan_step_nm
+        scan_step_nm = cal.scan_step_nm if cal.square_scan else cal.scan_steps_nm
         k_origin_px = (
-            -cal.k_offset_mrad[0] / cal.k_step_mrad,
-            -cal.k_offset_mrad[1] / cal.k_step_mrad,
+            -cal.k_offset_mrad[0] / cal.k_steps_mrad[0],
+            -cal.k_offset_mrad[1] / cal.k_steps_mrad[1],
         )
         data = data.data
     elif not hasattr(data, "shape") or not hasattr(data, "dtype"):
@@ -411,17 +424,14 @@ def center_of_mass(
         raise ValueError(f"The data are empty (shape {data.shape}).")
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise ValueError(f"The data must be integer or real floating point; got {data.dtype}.")
+    k_steps = None
     if k_step_mrad is not None:
-        steps = np.atleast_1d(np.asarray(k_step_mrad, dtype=np.float64))
-        if steps.size not in (1, 2) or not np.all(np.isfinite(steps)) or np.any(steps <= 0):
-            raise ValueError(f"k_step_mrad must be a positive number of mrad; got {k_step_mrad}.")
-        if not np.isclose(steps[0], steps[-1], rtol=1e-3):
-            raise ValueError(
-                f"Diffraction pixels are not square ({steps[0]:.4g} x {steps[-1]:.4g} mrad): "
-                "resample the patterns to square pixels first (e.g. abTEM resample='uniform')."
-            )
-        k_step_mrad = float(steps[0])
-    if units != "px" and k_step_mrad is None:
+        k_steps = _positive_pair("k_step_mrad", k_step_mrad, "mrad", ("ky", "kx"))
+    scan_steps = None
+    if scan_step_nm is not None:
+        scan_steps = _positive_pair("scan_step_nm", scan_step_nm, "nm", ("scan y", "scan x"))
+        scan_step_nm = scan_steps[0] if scan_steps[0] == scan_steps[1] else scan_steps
+    if units != "px" and k_steps is None:
         raise ValueError(
             f"COM in {units!r} needs the diffraction calibration: pass k_step_mrad=... (mrad per "
             "pixel), use a calibrated hyperspy signal (rrvae_nb.signals.make_signal), or ask for "
@@ -429,8 +439,6 @@ def center_of_mass(
         )
     if units == "1/Å":
         wavelength = electron_wavelength_angstrom(energy_kev)  # raises if missing
-    if scan_step_nm is not None and not (np.isfinite(scan_step_nm) and scan_step_nm > 0):
-        raise ValueError(f"scan_step_nm must be a positive number of nm; got {scan_step_nm}.")
 
     nky, nkx = data.shape[-2:]
     yc, xc = (nky - 1) / 2, (nkx - 1) / 2  # centred coordinates keep float32 sums accurate
@@ -464,6 +472,13 @@ def center_of_mass(
                 "position, e.g. origin=(ky0, kx0)."
             )
         oy, ox = k_origin_px
+        if not (0 <= oy <= nky - 1 and 0 <= ox <= nkx - 1):
+            raise ValueError(
+                f"origin='axes': the signal's calibrated k = 0 lies at pixel ({oy:.4g}, "
+                f"{ox:.4g}), outside the {nky} x {nkx} camera (valid: 0 <= ky <= {nky - 1}, "
+                f"0 <= kx <= {nkx - 1}). Fix the signal's diffraction offsets (k = 0 at the "
+                "beam centre), or use origin='mean' or a (ky, kx) pixel position."
+            )
     else:
         try:
             oy, ox = (float(v) for v in origin)
@@ -471,11 +486,19 @@ def center_of_mass(
             raise ValueError(
                 f"origin must be 'mean', 'axes' or a (ky, kx) pixel position; got {origin!r}."
             ) from err
+        if not (0 <= oy <= nky - 1 and 0 <= ox <= nkx - 1):  # also refuses NaN
+            raise ValueError(
+                f"origin ({oy:.4g}, {ox:.4g}) lies outside the {nky} x {nkx} pattern: a pixel "
+                f"origin must satisfy 0 <= ky <= {nky - 1} and 0 <= kx <= {nkx - 1} (pixels, "
+                "row and column). Pass it in pixels (not mrad), e.g. "
+                f"origin=({(nky - 1) / 2:g}, {(nkx - 1) / 2:g}) for the pattern centre, or "
+                "origin='mean'."
+            )
     com_y = my / total + yc - oy
     com_x = mx / total + xc - ox
     if units != "px":
-        scale = k_step_mrad if units == "mrad" else k_step_mrad * 1e-3 / wavelength
-        com_y, com_x = com_y * scale, com_x * scale
+        factor = 1.0 if units == "mrad" else 1e-3 / wavelength
+        com_y, com_x = com_y * (k_steps[0] * factor), com_x * (k_steps[1] * factor)
     return COMMaps(
         com_y=com_y,
         com_x=com_x,
@@ -483,6 +506,17 @@ def center_of_mass(
         scan_step_nm=scan_step_nm,
         origin_px=(float(oy), float(ox)),
     )
+
+
+def _positive_pair(name: str, value, unit: str, axes) -> tuple[float, float]:
+    """One positive finite step, or a pair (one per axis), as two floats."""
+    steps = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if steps.size not in (1, 2) or not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+        raise ValueError(
+            f"{name} must be a finite number > 0 {unit}, or a ({axes[0]}, {axes[1]}) pair of "
+            f"them; got {value!r}."
+        )
+    return float(steps[0]), float(steps[-1])
 
 
 def _check_moments(total, my, mx, low, negative):
@@ -588,12 +622,33 @@ def apply_rotation(com: COMMaps, rotation_deg: float, transpose: bool = False) -
     )
 
 
-def _divergence(cy, cx, step):
-    return np.gradient(cx, step, axis=1) + np.gradient(cy, step, axis=0)
+def _scan_steps(step) -> tuple[float, float]:
+    """(y, x) scan steps from None (scan pixels), one number or a pair."""
+    if step is None:
+        return 1.0, 1.0
+    sy, sx = np.broadcast_to(np.asarray(step, dtype=np.float64), (2,))
+    return float(sy), float(sx)
 
 
-def _curl(cy, cx, step):
-    return np.gradient(cy, step, axis=1) - np.gradient(cx, step, axis=0)
+def _check_derivable(cy) -> None:
+    if np.ndim(cy) != 2 or min(np.shape(cy)) < 2:
+        raise ValueError(
+            f"The COM maps have shape {np.shape(cy)}: a divergence or curl needs at least 2 scan "
+            "positions along scan y and scan x (differences between neighbours). Scan a larger "
+            "area, or use the COM vectors themselves."
+        )
+
+
+def _divergence(cy, cx, steps):
+    _check_derivable(cy)
+    sy, sx = steps
+    return np.gradient(cx, sx, axis=1) + np.gradient(cy, sy, axis=0)
+
+
+def _curl(cy, cx, steps):
+    _check_derivable(cy)
+    sy, sx = steps
+    return np.gradient(cy, sx, axis=1) - np.gradient(cx, sy, axis=0)
 
 
 def find_rotation(com: COMMaps, *, atoms_px=None) -> ScanRotation:
@@ -630,12 +685,16 @@ def find_rotation(com: COMMaps, *, atoms_px=None) -> ScanRotation:
     if not (np.all(np.isfinite(cy0)) and np.all(np.isfinite(cx0))):
         raise ValueError("The COM maps contain NaN or inf: repair them before find_rotation.")
     inner = (slice(1, -1), slice(1, -1))  # one-sided differences at the border are less exact
+    # in scan pixels when the pixels are square (the angle does not depend on the unit); with the
+    # true (y, x) steps otherwise, so that rectangular scan pixels do not fake a curl
+    sy, sx = com.scan_steps_nm
+    steps = (1.0, 1.0) if sy == sx else (sy / sx, 1.0)
     results = []
     for transpose in (False, True):
         ay, ax = _rotate_components(cy0, cx0, 0.0, transpose)
         by, bx = _rotate_components(ay, ax, 90.0, False)
-        c1 = _curl(ay, ax, 1.0)[inner].ravel()
-        c2 = _curl(by, bx, 1.0)[inner].ravel()
+        c1 = _curl(ay, ax, steps)[inner].ravel()
+        c2 = _curl(by, bx, steps)[inner].ravel()
         gram = np.array([[c1 @ c1, c1 @ c2], [c1 @ c2, c2 @ c2]]) / c1.size
         evals, evecs = np.linalg.eigh(gram)
         if evals[1] <= 0:
@@ -647,7 +706,7 @@ def find_rotation(com: COMMaps, *, atoms_px=None) -> ScanRotation:
     results.sort()
     (fraction, angle, transpose), (other, *_) = results
     cy, cx = _rotate_components(cy0, cx0, angle, transpose)
-    div = _divergence(cy, cx, 1.0)
+    div = _divergence(cy, cx, steps)
     if atoms_px is not None:
         pos = np.rint(np.asarray(atoms_px, float)).astype(int).reshape(-1, 2)
         ok = (pos >= 0).all(1) & (pos[:, 0] < div.shape[0]) & (pos[:, 1] < div.shape[1])
@@ -698,9 +757,9 @@ def integrate_com(com: COMMaps, *, pad: str = "mirror") -> np.ndarray:
         cx = np.pad(cx, ((0, ny), (0, nx)))
     elif pad != "none":
         raise ValueError(f"pad must be 'mirror', 'zero' or 'none'; got {pad!r}.")
-    step = 1.0 if com.scan_step_nm is None else com.scan_step_nm
-    ky = 2 * np.pi * np.fft.fftfreq(cy.shape[0], d=step)[:, None]
-    kx = 2 * np.pi * np.fft.fftfreq(cy.shape[1], d=step)[None, :]
+    sy, sx = com.scan_steps_nm
+    ky = 2 * np.pi * np.fft.fftfreq(cy.shape[0], d=sy)[:, None]
+    kx = 2 * np.pi * np.fft.fftfreq(cy.shape[1], d=sx)[None, :]
     k2 = ky**2 + kx**2
     k2[0, 0] = 1.0
     spectrum = -1j * (ky * np.fft.fft2(cy) + kx * np.fft.fft2(cx)) / k2

@@ -59,6 +59,9 @@ _NAME_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 RETRY_DELAYS_S = (1.0, 3.0, 10.0)
 #: Network timeout per request, in seconds.
 TIMEOUT_S = 60.0
+#: Seconds :func:`fetch` waits for another process (or thread) fetching the same file.
+LOCK_TIMEOUT_S = 3600.0
+_LOCK_POLL_S = 0.1
 _BLOCK = 2**20
 
 
@@ -211,7 +214,10 @@ def load(name: str, lazy: bool = False, *, data_dir=None, verify: bool = True):
             )
     from rrvae_nb import io
 
-    sig = io.read_ndata1(path, lazy=lazy) if fmt == "ndata1" else io.load(path, lazy=lazy)
+    if fmt == "ndata1":  # a verified SHA-256 covers the zip CRC: skip that second pass
+        sig = io.read_ndata1(path, lazy=lazy, verify_crc=not verify)
+    else:
+        sig = io.load(path, lazy=lazy)
     sig.metadata.set_item("General.rrvae_nb", {
         "dataset": name,
         "recipe": entry.get("recipe"),
@@ -482,11 +488,16 @@ def _file_digest(path: Path, algorithm: str, progress: bool) -> str:
     return pooch.file_hash(str(path), alg=algorithm)
 
 
-def _verify(path: Path, entry: dict, name: str, *, announced: int | None, progress: bool
-            ) -> list[str]:
+class _Unverifiable(OSError):
+    """A download that nothing can check (no hash, no size, no known structure)."""
+
+
+def _verify(path: Path, entry: dict, name: str, *, announced: int | None, progress: bool,
+            downloaded: bool = False) -> list[str]:
     """Check ``path`` against everything known about it; return the checks that passed.
 
-    Raises OSError on the first failed check.
+    Raises OSError on the first failed check, and :class:`_Unverifiable` for a new download
+    that nothing could check.
     """
     checks = []
     size = path.stat().st_size
@@ -522,11 +533,84 @@ def _verify(path: Path, entry: dict, name: str, *, announced: int | None, progre
         if entry.get("shape") and list(info.shape) != list(entry["shape"]):
             raise OSError(f"{name}: data.npy has shape {info.shape}, expected {entry['shape']}")
         checks.append(f"complete Nion zip, data.npy {info.dtype} array of shape {info.shape}")
+    if downloaded and not checks:
+        raise _Unverifiable(
+            f"nothing can verify the download of {name}: the registry gives no hash and no size "
+            "for it, and the server announced no size, so a truncated or wrong file would go "
+            "unnoticed"
+        )
     return checks
 
 
 def _hash_record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
+
+
+class _FetchLock:
+    """An exclusive lock on ``<target>.lock`` while one process (or thread) fetches ``target``.
+
+    POSIX: ``fcntl.flock`` on the lock file, which the system releases when the holder dies (a
+    killed kernel never leaves a stale lock); the file is removed on release, and a waiter that
+    locked a removed file tries again. Elsewhere: the lock file is created exclusively
+    (``O_EXCL``) and removed on release; a process killed while fetching leaves it behind, and
+    the timeout message says to delete it.
+    """
+
+    def __init__(self, target: Path, name: str, timeout_s: float):
+        self.path = target.with_name(target.name + ".lock")
+        self.name, self.timeout_s = name, timeout_s
+        self.fd: int | None = None
+
+    def _try(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            try:
+                self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+            except FileExistsError:
+                return False
+            return True
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # the holder removed it as we locked it
+            same = False
+        if not same:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def __enter__(self) -> _FetchLock:
+        deadline = time.monotonic() + self.timeout_s
+        told = False
+        while not self._try():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Another process (or thread) has been fetching {self.name} for over "
+                    f"{self.timeout_s:g} s (lock file {self.path}); fetch it again when that "
+                    "one has finished. If no other fetch is running (e.g. it was killed on a "
+                    "system without flock), delete the lock file and try again."
+                )
+            if not told:
+                warnings.warn(f"Waiting for another fetch of {self.name} to finish (lock file "
+                              f"{self.path}).", stacklevel=3)
+                told = True
+            time.sleep(_LOCK_POLL_S)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.path.unlink(missing_ok=True)  # while still locked: see the class docstring
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)  # releases the flock
+                self.fd = None
 
 
 def fetch(name: str, cache_dir=None, progress: bool = True, *, registry=None,
@@ -539,7 +623,13 @@ def fetch(name: str, cache_dir=None, progress: bool = True, *, registry=None,
     A failed check, or a download that still fails after its retries, leaves nothing behind; only
     an interrupt (Ctrl-C, a stopped kernel) keeps the ``.part`` file, which the next fetch
     resumes (it is never used unverified). A file already in the cache is re-checked and not
-    downloaded again. Two processes must not fetch the same file at the same time.
+    downloaded again. Two processes (or threads) fetching the same file take turns: a lock file
+    ``<file>.lock`` in the cache folder makes the second wait (up to :data:`LOCK_TIMEOUT_S`)
+    and then use the file the first one fetched.
+
+    A download must be checkable: an entry without a hash and without a size is accepted only
+    if the server announces the size or the file's structure can be checked (``format``
+    "ndata1"); otherwise nothing is kept and an OSError says so.
 
     When no checksum is published (the Google Drive files of Oxley et al.), the SHA-256 of the
     first download is recorded next to the file (``<file>.sha256``) and later fetches check the
@@ -570,7 +660,9 @@ def fetch(name: str, cache_dir=None, progress: bool = True, *, registry=None,
         Unknown name.
     OSError
         No automatic download for this entry (the message says where to get the file),
-        network failure after retries, or failed verification (the file is removed).
+        network failure after retries, failed verification (the file is removed), a download
+        that nothing can verify, or (TimeoutError) another fetch of the same file that did not
+        finish within :data:`LOCK_TIMEOUT_S`.
     """
     entries = read_registry(registry)
     if name not in entries:
@@ -585,13 +677,19 @@ def fetch(name: str, cache_dir=None, progress: bool = True, *, registry=None,
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / entry["file"]
+    with _FetchLock(target, name, LOCK_TIMEOUT_S):
+        return _fetch_locked(name, entry, cache, target, progress, verbose)
+
+
+def _fetch_locked(name, entry, cache: Path, target: Path, progress, verbose) -> FetchResult:
+    """:func:`fetch` once it holds the lock on ``target``."""
     part = target.with_name(target.name + ".part")
     if target.is_file():
         try:
             checks = _verify(target, entry, name, announced=None, progress=progress)
         except OSError as err:
             warnings.warn(f"The cached {target} failed its check ({err}); downloading it again.",
-                          stacklevel=2)
+                          stacklevel=3)
             target.unlink()
             _hash_record(target).unlink(missing_ok=True)
         else:
@@ -602,10 +700,18 @@ def fetch(name: str, cache_dir=None, progress: bool = True, *, registry=None,
         try:
             announced, _ = _download(entry["url"], part, expected_size=entry.get("size"),
                                      progress=progress, label=entry["file"])
-            checks = _verify(part, entry, name, announced=announced, progress=progress)
+            checks = _verify(part, entry, name, announced=announced, progress=progress,
+                             downloaded=True)
         except KeyboardInterrupt:
             # Keep the partial file: the next fetch resumes it (it is never used unverified).
             raise
+        except _Unverifiable as err:
+            part.unlink(missing_ok=True)
+            raise OSError(
+                f"Could not fetch {name}: {err}. Nothing was kept in {cache}. Add the file's "
+                "'size' (bytes) or 'hash' ('sha256:<hex>') to its registry entry, or download "
+                f"it by hand from {entry['url']} and read it with rrvae_nb.io.load(path)."
+            ) from err
         except OSError as err:
             part.unlink(missing_ok=True)
             if from_earlier_session and attempt == 1:

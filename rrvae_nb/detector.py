@@ -33,8 +33,8 @@ __all__ = ["scattering_angle_mrad", "annular_image"]
 _BLOCK_BYTES = 64 * 2**20
 
 
-def _centre_pair(centre_px) -> tuple[float, float]:
-    """Check a pixel centre (cy, cx) and return it as two floats."""
+def _centre_pair(centre_px, shape) -> tuple[float, float]:
+    """Check a pixel centre (cy, cx) inside a (ky, kx) pattern; return it as two floats."""
     try:
         c = np.asarray(centre_px, dtype=float)
     except (TypeError, ValueError) as err:
@@ -46,6 +46,14 @@ def _centre_pair(centre_px) -> tuple[float, float]:
             f"centre_px must be two finite numbers (cy, cx) in pixels (row, column); got "
             f"{centre_px!r}. E.g. preprocess.bf_disk_centre(data.mean(axis=(0, 1)))."
         )
+    ny, nx = shape
+    if not (0 <= c[0] <= ny - 1 and 0 <= c[1] <= nx - 1):
+        raise ValueError(
+            f"centre_px {tuple(float(v) for v in c)} lies outside the {ny} x {nx} pattern: a "
+            f"centre must satisfy 0 <= cy <= {ny - 1} and 0 <= cx <= {nx - 1} (pixels, row and "
+            "column). Pass the disk centre in pixels, e.g. "
+            "preprocess.bf_disk_centre(data.mean(axis=(0, 1))), not in mrad."
+        )
     return float(c[0]), float(c[1])
 
 
@@ -55,15 +63,16 @@ def scattering_angle_mrad(calibration: Calibration, shape, centre_px=None) -> np
     Parameters
     ----------
     calibration : Calibration
-        Diffraction calibration: ``k_step_mrad`` (square pixels) and ``k_offset_mrad``, the
-        angle (ky, kx) of pixel (0, 0), e.g. from :func:`rrvae_nb.signals.calibration_of`.
+        Diffraction calibration: ``k_steps_mrad`` (one pixel size per axis, (ky, kx); square or
+        rectangular pixels) and ``k_offset_mrad``, the angle (ky, kx) of pixel (0, 0), e.g. from
+        :func:`rrvae_nb.signals.calibration_of`.
     shape : (int, int)
         Pattern shape (ky, kx) in pixels.
     centre_px : (float, float), optional
         Pixel position (cy, cx) = (row, column), fractional, taken as k = 0, e.g. a measured
         bright-field disk centre (:func:`rrvae_nb.preprocess.bf_disk_centre`). By default the
         calibration's own k = 0: pixel (i, j) lies at
-        (k_offset_mrad[0] + i k_step_mrad, k_offset_mrad[1] + j k_step_mrad).
+        (k_offset_mrad[0] + i k_steps_mrad[0], k_offset_mrad[1] + j k_steps_mrad[1]).
 
     Returns
     -------
@@ -74,23 +83,23 @@ def scattering_angle_mrad(calibration: Calibration, shape, centre_px=None) -> np
     ------
     ValueError
         If ``shape`` is not two positive integers, the pixel size is not a positive number, or
-        ``centre_px`` is not two finite numbers.
+        ``centre_px`` is not two finite numbers inside the pattern.
     """
     ny, nx = _shape2(shape, "ky, kx", "signal.data.shape[-2:]")
-    step = getattr(calibration, "k_step_mrad", None)
-    if step is None or not (np.isfinite(step) and step > 0):
-        raise ValueError(
-            f"The calibration's k_step_mrad must be a positive number of mrad per pixel; got "
-            f"{step!r}. Build it with rrvae_nb.signals.Calibration or read it with "
-            "calibration_of(signal)."
+    if not isinstance(calibration, Calibration):
+        raise TypeError(
+            f"calibration must be a rrvae_nb.signals.Calibration; got "
+            f"{type(calibration).__name__}. Build it with Calibration(scan_step_nm=..., "
+            "k_step_mrad=...) or read it with calibration_of(signal)."
         )
+    sy, sx = calibration.k_steps_mrad  # checked > 0 by Calibration
     if centre_px is None:
-        ky = calibration.k_offset_mrad[0] + step * np.arange(ny)
-        kx = calibration.k_offset_mrad[1] + step * np.arange(nx)
+        ky = calibration.k_offset_mrad[0] + sy * np.arange(ny)
+        kx = calibration.k_offset_mrad[1] + sx * np.arange(nx)
         return np.hypot(ky[:, None], kx[None, :])
-    cy, cx = _centre_pair(centre_px)
+    cy, cx = _centre_pair(centre_px, (ny, nx))
     iy, ix = np.indices((ny, nx))
-    return np.hypot(iy - cy, ix - cx) * step
+    return np.hypot((iy - cy) * sy, (ix - cx) * sx)
 
 
 def _is_dask(array) -> bool:
@@ -158,8 +167,8 @@ def annular_image(
     ----------
     signal : hyperspy Signal2D, numpy.ndarray or dask.array.Array
         4D-STEM data (scan y, scan x, ky, kx). A hyperspy signal must be calibrated (diffraction
-        axes in mrad, square pixels); an eager or lazy (dask-backed) one. A plain array needs
-        ``calibration``.
+        axes in mrad; square or rectangular pixels); an eager or lazy (dask-backed) one. A plain
+        array needs ``calibration``.
     inner_mrad : float
         Inner angle of the annulus in mrad (>= 0), included.
     outer_mrad : float, optional
@@ -244,7 +253,7 @@ def annular_image(
                 f"{centre!r}."
             )
     else:
-        centre_px = _centre_pair(centre)
+        centre_px = _centre_pair(centre, shape)
 
     angle = scattering_angle_mrad(cal, shape, centre_px)
     mask = angle >= inner_mrad
@@ -259,7 +268,8 @@ def annular_image(
             )
         raise ValueError(
             f"No camera pixel lies between {inner_mrad:g} and {outer_mrad:g} mrad (pixels are "
-            f"{cal.k_step_mrad:.3g} mrad apart): widen the annulus."
+            f"{min(cal.k_steps_mrad):.3g} mrad apart or more): widen the annulus (lower "
+            "inner_mrad or raise outer_mrad)."
         )
 
     if _is_dask(data):

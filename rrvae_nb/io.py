@@ -13,7 +13,8 @@ archives holding two members:
 ``data.npy``
     The array, in NumPy's ``.npy`` format, axis order (scan y, scan x, ky, kx) for 4D-STEM and
     (y, x) for an image. Nion writes it uncompressed (zip "stored"), so it can be memory-mapped
-    at its offset inside the zip: that is how ``lazy=True`` reads a 1 GB file instantly.
+    at its offset inside the zip: that is how ``lazy=True`` opens a 1 GB file without loading
+    it (after one pass that checks its CRC-32, about 1 s per GB; ``verify_crc=False`` skips it).
 ``metadata.json``
     ``spatial_calibrations`` (export) or ``dimensional_calibrations`` (library): one
     ``{"offset", "scale", "units"}`` per array axis, with calibrated value
@@ -35,6 +36,7 @@ silent default.
 
 from __future__ import annotations
 
+import errno
 import io as _stdio
 import json
 import math
@@ -49,8 +51,9 @@ import numpy as np
 
 from rrvae_nb._atomic import replace_atomically
 from rrvae_nb.signals import (
-    SQUARE_TOLERANCE,
+    HOW_TO_GET_A_SIGNAL,
     Calibration,
+    _step_pair,
     calibration_of,
     make_signal,
     require_hyperspy,
@@ -157,19 +160,28 @@ def load(path, lazy: bool = False, **kwargs):
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
+    PermissionError
+        If the file cannot be read (the message names the file; the operating system's error
+        is kept as ``__cause__``).
     ValueError
         If no reader handles the suffix.
     OSError
         If the file is truncated or corrupt.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {path}. Check the path (and the working folder).")
+    _check_file(path)
     suffix = path.suffix.lower()
-    if suffix in _NION_SUFFIXES:
-        return read_ndata1(path, lazy=lazy, **kwargs)
-    if suffix == ".npy" and path.with_suffix(".json").is_file():
-        return read_nion_npy(path, lazy=lazy, **kwargs)
+    try:
+        if suffix in _NION_SUFFIXES:
+            return read_ndata1(path, lazy=lazy, **kwargs)
+        if suffix == ".npy" and path.with_suffix(".json").is_file():
+            return read_nion_npy(path, lazy=lazy, **kwargs)
+    except OSError as err:
+        if err.errno is None:  # one of ours: it already says what to do
+            raise
+        raise _os_error(path, err) from err
     hs = require_hyperspy()
     from rsciio import IO_PLUGINS
 
@@ -182,6 +194,13 @@ def load(path, lazy: bool = False, **kwargs):
         )
     try:
         return hs.load(path, lazy=lazy, **kwargs)
+    except OSError as err:
+        if err.errno is not None and err.errno in _OS_ADVICE:  # permission, missing, ...
+            raise _os_error(path, err) from err
+        raise OSError(
+            f"hyperspy could not read {path}: {err}. The file may be truncated or corrupt "
+            "(an interrupted download or copy?); download or export it again."
+        ) from err
     except Exception as err:
         raise OSError(
             f"hyperspy could not read {path}: {err}. The file may be truncated or corrupt "
@@ -306,12 +325,52 @@ def _decode_json(raw: bytes, path, member: str) -> dict:
     return meta
 
 
+def _check_file(path: Path) -> None:
+    """Refuse a missing path or a folder with a message that says what to do."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in
+                       (*_NION_SUFFIXES, ".hspy", ".npy") and p.is_file())[:3]
+        hint = f" (it holds e.g. {', '.join(found)})" if found else ""
+        raise IsADirectoryError(
+            f"{path} is a folder, not a file: pass the path of one data file in it{hint}, "
+            "e.g. rrvae_nb.io.load(folder / 'name.ndata1')."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No such file: {path}. Check the spelling and the folder; a relative path is "
+            f"resolved from the working folder {Path.cwd()}."
+        )
+
+
+_OS_ADVICE = {
+    errno.EACCES: "You may not read it: check its permissions (e.g. `ls -l`, `chmod u+r`) or "
+                  "copy it to a folder of yours.",
+    errno.EPERM: "You may not read it: check its permissions (e.g. `ls -l`, `chmod u+r`) or "
+                 "copy it to a folder of yours.",
+    errno.ENOENT: "Check the spelling and the folder.",
+    errno.EISDIR: "Pass the path of one data file, not a folder.",
+    errno.EIO: "The disk or network share failed while reading: check it and try again.",
+}
+
+
+def _os_error(path, err: OSError) -> OSError:
+    """``err`` (same type) with a message naming ``path`` and what to do; chain it with from."""
+    advice = _OS_ADVICE.get(err.errno, "Check that the file is readable (disk, network share) "
+                                       "and try again.")
+    where = err.filename if err.filename not in (None, str(path)) else None
+    what = err.strerror or str(err)
+    return type(err)(f"Cannot read {path}{f' ({where})' if where else ''}: {what}. {advice}")
+
+
 def _open_ndata(path) -> zipfile.ZipFile:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {path}. Check the path.")
+    _check_file(path)
     try:
         zf = zipfile.ZipFile(path)
+    except OSError as err:
+        if err.errno in _OS_ADVICE:  # permission denied, vanished, ...
+            raise _os_error(path, err) from err
+        raise _corrupt(path, f"it is not a readable zip archive ({err})") from err
     except zipfile.BadZipFile as err:
         raise _corrupt(path, f"it is not a readable zip archive ({err})") from err
     names = zf.namelist()
@@ -322,6 +381,16 @@ def _open_ndata(path) -> zipfile.ZipFile:
                 path, f"the member {member!r} is missing (the archive holds {sorted(names)})"
             )
     return zf
+
+
+def _verify_crc(path) -> None:
+    """Read ``data.npy`` once through zipfile, which checks its CRC-32 at the end."""
+    with _open_ndata(path) as zf, zf.open("data.npy") as member:
+        try:
+            while member.read(16 * 2**20):
+                pass
+        except (zipfile.BadZipFile, EOFError) as err:
+            raise _corrupt(path, f"data.npy fails its check ({err})") from err
 
 
 def ndata1_info(path) -> NdataInfo:
@@ -384,10 +453,11 @@ def read_ndata1(
     path,
     lazy: bool = False,
     *,
-    scan_step_nm: float | None = None,
-    k_step_mrad: float | None = None,
+    scan_step_nm: float | tuple[float, float] | None = None,
+    k_step_mrad: float | tuple[float, float] | None = None,
     energy_kev: float | None = None,
     convergence_mrad: float | None = None,
+    verify_crc: bool = True,
 ):
     """Read a Nion Swift ``.ndata1`` (export) or ``.ndata`` (library) file.
 
@@ -396,37 +466,53 @@ def read_ndata1(
     path : str or os.PathLike
         The file.
     lazy : bool
-        If True, memory-map ``data.npy`` inside the zip and return a dask-backed lazy signal
-        (instant, whatever the file size). Needs an uncompressed ("stored") member, which is what
-        Nion Swift writes; a deflated member raises a ValueError that says how to proceed.
-    scan_step_nm : float, optional
-        Probe step in nm; overrides the file's scan calibration (needed when it has none).
-    k_step_mrad : float, optional
-        Diffraction pixel size in mrad; overrides the file's diffraction calibration (needed
-        when the file has none, e.g. units "" or pixels).
+        If True, memory-map ``data.npy`` inside the zip and return a dask-backed lazy signal.
+        Needs an uncompressed ("stored") member, which is what Nion Swift writes; a deflated
+        member raises a ValueError that says how to proceed.
+    scan_step_nm : float or (float, float), optional
+        Probe step in nm, one number (square scan pixels) or a (y, x) pair; overrides the file's
+        scan steps (needed when it has none). The file's scan offsets are kept, converted to the
+        new step (offset in pixels x new step); an axis without a usable offset (uncalibrated,
+        offset 0) starts at 0 nm.
+    k_step_mrad : float or (float, float), optional
+        Diffraction pixel size in mrad, one number or a (ky, kx) pair; overrides the file's
+        diffraction steps (needed when the file has none, e.g. units "" or pixels). The file's
+        offsets are kept in pixels, so k = 0 stays on the same camera pixel (offset in pixels x
+        new step); an axis without a usable offset (uncalibrated, offset 0) gets k = 0 at the
+        pattern centre, pixel (n - 1) / 2, so that ``centre="calibration"`` and
+        ``origin="axes"`` measure from the middle of the camera, not from its corner.
     energy_kev : float, optional
         Beam energy in keV; overrides ``metadata.instrument.high_tension`` (volts).
     convergence_mrad : float, optional
         Probe convergence semi-angle in mrad (Nion files have no standard field for it; files
         written by :func:`write_ndata1` keep it in
         ``metadata.instrument.convergence_semiangle_mrad``).
+    verify_crc : bool
+        Check the zip CRC-32 of ``data.npy``. An eager read always checks it (it reads every byte
+        anyway). A lazy read checks it once, at open, by reading the whole member: one
+        sequential pass over the file, about 1 s per GB from a local SSD (longer from a network
+        share or a hard disk), after which the file sits in the page cache and the first
+        computation is faster. ``verify_crc=False`` makes a lazy open instant, but damaged bytes
+        then go unnoticed.
 
     Returns
     -------
     hyperspy Signal2D (or LazySignal2D)
         4D-STEM data (``collection_dimension_count`` 2, ``datum_dimension_count`` 2) as
         (scan y, scan x | ky, kx) with scan axes in nm and diffraction axes in mrad, built by
-        :func:`rrvae_nb.signals.make_signal`; an image (0 + 2) as (| y, x) in nm. The full Nion
-        metadata is kept in ``signal.original_metadata``.
+        :func:`rrvae_nb.signals.make_signal`, with one step per axis as the file records them
+        (rectangular pixels are read as they are); an image (0 + 2) as (| y, x) in nm. The full
+        Nion metadata is kept in ``signal.original_metadata`` (and written back by
+        :func:`write_ndata1`).
 
     Raises
     ------
     OSError
-        Truncated or corrupt file, missing member, CRC error (eager read).
+        Missing, unreadable or truncated file, missing member, CRC error.
     ValueError
         Unsupported dimension counts (sequences, line scans, spectra), calibrations
-        inconsistent with the array shape, missing or unusable calibration, non-square pixels,
-        lazy read of a compressed member.
+        inconsistent with the array shape, missing or unusable calibration (a zero, negative
+        or non-finite step), lazy read of a compressed member.
     """
     path = Path(path)
     info = ndata1_info(path)
@@ -440,6 +526,8 @@ def read_ndata1(
                 f"so lazy=True is impossible. Load it with lazy=False (needs {gib:.2f} GiB of "
                 "memory), or re-save it uncompressed with write_ndata1(..., compress=False)."
             )
+        if verify_crc:
+            _verify_crc(path)
         mm = np.memmap(path, dtype=info.dtype, mode="r", offset=info.data_offset,
                        shape=info.shape, order="F" if info.fortran_order else "C")
         data = _as_dask(mm)
@@ -458,8 +546,8 @@ def read_nion_npy(
     path,
     lazy: bool = False,
     *,
-    scan_step_nm: float | None = None,
-    k_step_mrad: float | None = None,
+    scan_step_nm: float | tuple[float, float] | None = None,
+    k_step_mrad: float | tuple[float, float] | None = None,
     energy_kev: float | None = None,
     convergence_mrad: float | None = None,
 ):
@@ -471,7 +559,9 @@ def read_nion_npy(
         The ``.npy`` file; the metadata must sit next to it as ``.json`` (same stem).
     lazy : bool
         Memory-map the ``.npy`` and return a dask-backed lazy signal.
-    scan_step_nm, k_step_mrad, energy_kev, convergence_mrad : float, optional
+    scan_step_nm, k_step_mrad : float or (float, float), optional
+        As in :func:`read_ndata1` (the file's offsets are kept, converted to the new steps).
+    energy_kev, convergence_mrad : float, optional
         As in :func:`read_ndata1`.
 
     Returns
@@ -480,8 +570,7 @@ def read_nion_npy(
         As in :func:`read_ndata1`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No such file: {path}. Check the path.")
+    _check_file(path)
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
         raise OSError(
@@ -490,9 +579,13 @@ def read_nion_npy(
             "or load the bare array with numpy.load and build the signal with "
             "rrvae_nb.signals.make_signal."
         )
-    meta = _decode_json(sidecar.read_bytes(), sidecar, sidecar.name)
     try:
+        meta = _decode_json(sidecar.read_bytes(), sidecar, sidecar.name)
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise _os_error(err.filename or path, err) from err
     except ValueError as err:
         raise _corrupt(path, f"it is not a readable .npy array ({err})") from err
     _check_layout(path, meta, arr.shape)
@@ -591,10 +684,52 @@ def _convergence_mrad(meta: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def _scan_axes_nm(path, cals, step_override):
+_UNCALIBRATED_UNITS = ("", "px", "pixel", "pixels")
+
+
+def _file_step(path, kind: str, name: str, scale: float, units: str, keyword: str) -> None:
+    """Refuse a zero, negative or non-finite step read from a file, naming the axis and fix."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"{Path(path).name}: the {kind} axis {name} has scale {scale!r} {units}, not a "
+            f"positive step, so the file's calibration is unusable. Pass {keyword}= to "
+            f"rrvae_nb.io.load (e.g. load(path, {keyword}=...)) to calibrate it yourself."
+        )
+
+
+def _pixel_offset(cal) -> float | None:
+    """The file's offset of an axis in pixels (offset / scale), or None when it has none.
+
+    An uncalibrated axis (no units, or pixels) with offset 0 has no usable offset.
+    """
+    if not isinstance(cal, dict):
+        return None
+    offset, scale, units = _axis(cal)
+    if not (math.isfinite(offset) and math.isfinite(scale) and scale != 0):
+        return None
+    if units in _UNCALIBRATED_UNITS and offset == 0:
+        return None
+    return offset / scale
+
+
+def _overridden(path, cals, override, keyword, axes, unit, shape, centre):
+    """Steps from ``override`` and the file's offsets converted to them (see read_ndata1)."""
+    steps = _step_pair(keyword, override, axes, unit,
+                       f"Pass the step in {unit} (one number, or a ({axes[0]}, {axes[1]}) pair).")
+    offsets = []
+    for cal, step, n in zip(cals if cals else (None, None), steps, shape, strict=True):
+        px = _pixel_offset(cal)
+        if px is None:
+            px = -(n - 1) / 2 if centre else 0.0
+        offsets.append(px * step)
+    return steps, tuple(offsets)
+
+
+def _scan_axes_nm(path, cals, step_override, shape):
     """Scan steps and offsets in nm, (y, x)."""
     if step_override is not None:
-        return (float(step_override),) * 2, (0.0, 0.0)
+        return _overridden(path, cals[:2] if cals else None, step_override, "scan_step_nm",
+                           ("scan y", "scan x"), "nm", shape, centre=False)
     steps, offsets = [], []
     for name, cal in zip(("y", "x"), cals[:2] if cals else (None, None), strict=True):
         offset, scale, units = _axis(cal)
@@ -605,15 +740,17 @@ def _scan_axes_nm(path, cals, step_override):
                 "unknown. Pass scan_step_nm= (field of view in nm / number of scan positions), "
                 "e.g. read_ndata1(path, scan_step_nm=1.0 / 64)."
             )
+        _file_step(path, "scan", name, scale, units, "scan_step_nm")
         steps.append(scale * _TO_NM[units])
         offsets.append(offset * _TO_NM[units])
     return tuple(steps), tuple(offsets)
 
 
-def _diffraction_axes_mrad(path, cals, step_override, energy_kev):
+def _diffraction_axes_mrad(path, cals, step_override, energy_kev, shape):
     """Diffraction steps and offsets in mrad, (ky, kx)."""
     if step_override is not None:
-        return (float(step_override),) * 2, (0.0, 0.0)
+        return _overridden(path, cals[2:4] if cals else None, step_override, "k_step_mrad",
+                           ("ky", "kx"), "mrad", shape, centre=True)
     steps, offsets = [], []
     for name, cal in zip(("ky", "kx"), cals[2:4] if cals else (None, None), strict=True):
         offset, scale, units = _axis(cal)
@@ -635,20 +772,10 @@ def _diffraction_axes_mrad(path, cals, step_override, energy_kev):
                 "is unknown. Pass k_step_mrad= (the camera's angular pixel size in mrad, e.g. "
                 "from a known convergence angle: semi-angle / bright-field disk radius in px)."
             )
+        _file_step(path, "diffraction", name, scale, units, "k_step_mrad")
         steps.append(scale * factor)
         offsets.append(offset * factor)
     return tuple(steps), tuple(offsets)
-
-
-def _check_square(path, kind: str, steps, unit: str) -> None:
-    a, b = steps
-    if not np.isclose(a, b, rtol=SQUARE_TOLERANCE):
-        raise ValueError(
-            f"{Path(path).name}: the {kind} pixels are not square ({a:.6g} {unit} x {b:.6g} "
-            f"{unit}); a rotation-invariant analysis needs square pixels. Resample the data, or "
-            f"pass {'scan_step_nm' if kind == 'scan' else 'k_step_mrad'}= if the file's "
-            "calibration is wrong."
-        )
 
 
 def _signal_from_nion(path, data, meta, *, scan_step_nm, k_step_mrad, energy_kev,
@@ -660,13 +787,12 @@ def _signal_from_nion(path, data, meta, *, scan_step_nm, k_step_mrad, energy_kev
     conv = convergence_mrad if convergence_mrad is not None else _convergence_mrad(meta)
     title = str(meta.get("title") or path.stem)
     if collection == 2:
-        scan_steps, scan_offsets = _scan_axes_nm(path, cals, scan_step_nm)
-        k_steps, k_offsets = _diffraction_axes_mrad(path, cals, k_step_mrad, energy)
-        _check_square(path, "scan", scan_steps, "nm")
-        _check_square(path, "diffraction", k_steps, "mrad")
+        scan_steps, scan_offsets = _scan_axes_nm(path, cals, scan_step_nm, data.shape[:2])
+        k_steps, k_offsets = _diffraction_axes_mrad(path, cals, k_step_mrad, energy,
+                                                    data.shape[2:])
         cal = Calibration(
-            scan_step_nm=scan_steps[0],
-            k_step_mrad=k_steps[0],
+            scan_steps_nm=scan_steps,
+            k_steps_mrad=k_steps,
             scan_offset_nm=scan_offsets,
             k_offset_mrad=k_offsets,
             energy_kev=energy,
@@ -686,8 +812,7 @@ def _image_signal(path, data, cals, step_override, title, energy_kev):
     signals.make_signal builds 4D-STEM signals only; an image needs just two nm axes.
     """
     hs = require_hyperspy()
-    steps, offsets = _scan_axes_nm(path, cals, step_override)
-    _check_square(path, "image", steps, "nm")
+    steps, offsets = _scan_axes_nm(path, cals, step_override, data.shape)
     axes = [
         dict(name=n, size=size, scale=step, offset=off, units="nm", navigate=False)
         for n, size, step, off in zip(("y", "x"), data.shape, steps, offsets, strict=True)
@@ -725,15 +850,15 @@ def _nion_calibrations(signal) -> tuple[list[dict], int, float | None, float | N
         raise ValueError(
             "write_ndata1 writes 4D-STEM signals (2 navigation + 2 signal axes) and images "
             f"(0 + 2); got {am.navigation_dimension} navigation and {am.signal_dimension} signal "
-            "axes."
+            f"axes. {HOW_TO_GET_A_SIGNAL}"
         )
     if am.navigation_dimension == 2:
-        cal = calibration_of(signal)  # checks units and square pixels
+        cal = calibration_of(signal)  # checks units and steps; one step per axis
         cals = [
-            {"offset": cal.scan_offset_nm[0], "scale": cal.scan_step_nm, "units": "nm"},
-            {"offset": cal.scan_offset_nm[1], "scale": cal.scan_step_nm, "units": "nm"},
-            {"offset": cal.k_offset_mrad[0], "scale": cal.k_step_mrad, "units": "mrad"},
-            {"offset": cal.k_offset_mrad[1], "scale": cal.k_step_mrad, "units": "mrad"},
+            {"offset": cal.scan_offset_nm[0], "scale": cal.scan_steps_nm[0], "units": "nm"},
+            {"offset": cal.scan_offset_nm[1], "scale": cal.scan_steps_nm[1], "units": "nm"},
+            {"offset": cal.k_offset_mrad[0], "scale": cal.k_steps_mrad[0], "units": "mrad"},
+            {"offset": cal.k_offset_mrad[1], "scale": cal.k_steps_mrad[1], "units": "mrad"},
         ]
         return cals, 2, cal.energy_kev, cal.convergence_mrad
     sig_x, sig_y = am.signal_axes  # hyperspy lists x first
@@ -752,6 +877,38 @@ def _nion_calibrations(signal) -> tuple[list[dict], int, float | None, float | N
     return cals, 0, energy, None
 
 
+def _json_safe(value):
+    """A copy of ``value`` that json can write (numpy scalars and arrays become Python ones)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _nion_original(signal) -> dict:
+    """The Nion ``metadata.json`` a signal was read from (its ``original_metadata``), or {}.
+
+    :func:`read_ndata1` keeps the whole file metadata there; a signal from another reader (no
+    Nion calibration list in it) gives {}.
+    """
+    om = getattr(signal, "original_metadata", None)
+    if om is None:
+        return {}
+    d = om.as_dictionary()
+    if not isinstance(d, dict) or not (
+        "spatial_calibrations" in d or "dimensional_calibrations" in d
+    ):
+        return {}
+    return _json_safe(d)
+
+
 def _nion_datetime(ts: datetime) -> dict:
     ts = ts.astimezone(timezone.utc) if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
     return {"local_datetime": ts.replace(tzinfo=None).isoformat(timespec="microseconds"),
@@ -763,25 +920,34 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
     """Write a 4D-STEM signal (or an image) as a Nion Swift ``.ndata1`` file.
 
     The layout follows Nion Swift's own export: a zip with ``metadata.json`` (calibrations in
-    array order, dimension counts, title, timestamps, uuid, ``metadata.instrument.high_tension``
-    in volts) and ``data.npy``. The file is written to a temporary name in the same folder and
-    renamed when complete, so no half-written file is ever left behind. A lazy signal is
-    streamed chunk by chunk (memory stays at one chunk).
+    array order, one per axis, dimension counts, title, timestamps, uuid,
+    ``metadata.instrument.high_tension`` in volts) and ``data.npy``. A signal read from a Nion
+    file (:func:`read_ndata1`, which keeps the file's metadata in ``original_metadata``) keeps
+    its metadata tree (``metadata``: instrument, hardware source, exposure, defocus, ...),
+    ``properties``, ``intensity_calibration`` (e.g. units "counts") and, unless ``timestamp``
+    is given, ``datetime_original``; the calibrations, shape, title, beam energy and
+    convergence angle are always those of the signal.
+
+    The file is written to a temporary name in the same folder and renamed when complete, so
+    no half-written file is ever left behind. A lazy signal is streamed chunk by chunk (memory
+    stays at one chunk).
 
     Parameters
     ----------
     path : str or os.PathLike
         Destination, usually ending in ``.ndata1``.
     signal : hyperspy Signal2D
-        4D-STEM (scan y, scan x | ky, kx) with nm / mrad axes and square pixels (checked with
-        :func:`rrvae_nb.signals.calibration_of`), or a 2D image with length units. Eager or lazy.
+        4D-STEM (scan y, scan x | ky, kx) with nm / mrad axes (checked with
+        :func:`rrvae_nb.signals.calibration_of`; each axis keeps its own step), or a 2D image
+        with length units. Eager or lazy.
     compress : bool
         Deflate ``data.npy``. Smaller for sparse/simulated data, but a compressed member cannot
         be memory-mapped (no ``lazy=True``), and Nion Swift's library loader expects stored
         members; keep the default (False) for files meant to behave like the real ones.
     timestamp : datetime, optional
         Acquisition/creation time written to ``datetime_original``/``datetime_modified`` and to
-        the zip entries; default: now. Pass a fixed value for byte-identical reruns.
+        the zip entries; default: now (and the source file's ``datetime_original`` for a signal
+        read from a Nion file). Pass a fixed value for byte-identical reruns.
 
     Returns
     -------
@@ -791,7 +957,7 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
     Raises
     ------
     ValueError
-        If the signal's dimensionality, units or pixel shape are unsupported.
+        If the signal's dimensionality or units are unsupported, or a step is not positive.
     """
     from tqdm.auto import tqdm
 
@@ -804,12 +970,23 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
         raise ValueError("Cannot write an object array to .ndata1; convert to a numeric dtype.")
     ts = timestamp or datetime.now(timezone.utc)
     title = str(signal.metadata.get_item("General.title", default="") or path.stem)
-    instrument: dict[str, Any] = {}
+    original = _nion_original(signal)
+    tree = original.get("metadata") if isinstance(original.get("metadata"), dict) else {}
+    tree = dict(tree)
+    instrument: dict[str, Any] = dict(tree.get("instrument") or {})
     if energy_kev is not None:
         instrument["high_tension"] = float(energy_kev) * 1e3  # volts, as Nion Swift records it
     if conv_mrad is not None:
         instrument["convergence_semiangle_mrad"] = float(conv_mrad)  # not a Nion field
+    tree["instrument"] = instrument
+    tree.setdefault("hardware_source", {})
+    intensity = {"offset": 0.0, "scale": 1.0, "units": ""}
+    if isinstance(original.get("intensity_calibration"), dict):
+        intensity.update(original["intensity_calibration"])
     when = _nion_datetime(ts)
+    first = when
+    if timestamp is None and isinstance(original.get("datetime_original"), dict):
+        first = original["datetime_original"]  # the acquisition time of the source file
     meta = {
         "version": 1,
         "reader_version": 1,
@@ -822,11 +999,11 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
         "collection_dimension_count": collection,
         "datum_dimension_count": 2,
         "spatial_calibrations": cals,
-        "intensity_calibration": {"offset": 0.0, "scale": 1.0, "units": ""},
-        "metadata": {"instrument": instrument, "hardware_source": {}},
-        "properties": {},
+        "intensity_calibration": intensity,
+        "metadata": tree,
+        "properties": dict(original.get("properties") or {}),
         "datetime_modified": when,
-        "datetime_original": dict(when),
+        "datetime_original": dict(first),
         "writer": "rrvae_nb.io.write_ndata1",
     }
     header = _npy_header(shape, dtype)

@@ -558,19 +558,44 @@ class RrVAE(nn.Module):
         Raises
         ------
         ValueError
-            If the file is not an rrvae-nb model, is corrupt or truncated, or was written with an
-            incompatible file format version.
+            If the file is not an rrvae-nb model, is corrupt or truncated, was written with an
+            incompatible file format version, or ``device`` is not available here (e.g.
+            ``"cuda"`` without CUDA).
         """
         path = Path(path)
+        if device is not None:
+            try:
+                dev = torch.device(device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(
+                    f"device={device!r} is not a torch device: pass e.g. 'cpu' or 'cuda'."
+                ) from err
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(
+                    f"device={device!r}: CUDA is not available on this machine (no NVIDIA GPU, "
+                    "or a CPU-only build of torch). Pass device='cpu', or leave device out."
+                )
         if not path.is_file():
             raise FileNotFoundError(f"No model file at {path}.")
         try:
             payload = torch.load(_io.BytesIO(path.read_bytes()), map_location="cpu",
                                  weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-            raise ValueError(
-                f"{path} is not a readable rrvae-nb model file (corrupt or truncated?): {err}"
-            ) from err
+            # torch's own text may advise weights_only=False, which runs arbitrary code from
+            # the file: never pass that advice on
+            text = str(err).strip()
+            unsafe = "weights_only" in text
+            detail = (type(err).__name__ if unsafe or not text
+                      else text.splitlines()[0].split(". ")[0])
+            refusal = ValueError(
+                f"{path} is not an rrvae-nb model file, or it is damaged (corrupt or "
+                f"truncated): torch cannot read it ({detail}). Model files are written by "
+                "RrVAE.save(path); save the model again (or copy the file again) and load "
+                "that file."
+            )
+            if unsafe:
+                raise refusal from None
+            raise refusal from err
         if not isinstance(payload, dict) or payload.get("kind") != _FILE_KIND:
             raise ValueError(f"{path} is not an rrvae-nb model file (saved with RrVAE.save).")
         fv = payload.get("format_version")

@@ -7,8 +7,9 @@ Conventions
 -----------
 * **Scan maps** are arrays (scan y, scan x) drawn with ``imshow(origin="upper")``: x to the
   right, y *down* as in the data. Axes are in nm: pixel (i, j) is centred on
-  ``scan_offset_nm + (i, j) * scan_step_nm`` of the :class:`~rrvae_nb.signals.Calibration`, so the
-  image spans ``scan x * scan_step_nm`` by ``scan y * scan_step_nm``. Without a calibration the
+  ``scan_offset_nm + (i, j) * scan_steps_nm`` of the :class:`~rrvae_nb.signals.Calibration`
+  (one step per axis, so rectangular scan pixels are drawn to scale), and the image spans
+  ``scan x * x step`` by ``scan y * y step``. Without a calibration the
   axes are in scan pixels.
 * **Diffraction patterns** (N, ky, kx) are drawn the same way with axes in mrad (pixel (0, 0) at
   ``k_offset_mrad``), or without ticks when no calibration is given.
@@ -63,7 +64,7 @@ def _resolve_calibration(calibration, prepared=None):
         return getattr(prepared, "calibration", None)
     if calibration is None:
         return None
-    if hasattr(calibration, "scan_step_nm") and hasattr(calibration, "k_step_mrad"):
+    if hasattr(calibration, "scan_steps_nm") and hasattr(calibration, "k_steps_mrad"):
         return calibration
     if hasattr(calibration, "axes_manager"):  # a calibrated hyperspy signal
         from .signals import calibration_of
@@ -85,9 +86,9 @@ def scan_extent(shape, calibration=None) -> tuple[float, float, float, float]:
     the unit is one scan pixel and the first pixel is centred on 0.
     """
     ny, nx = int(shape[0]), int(shape[1])
-    step, (y0, x0) = (1.0, (0.0, 0.0)) if calibration is None else (
-        calibration.scan_step_nm, calibration.scan_offset_nm)
-    return (x0 - step / 2, x0 + (nx - 0.5) * step, y0 + (ny - 0.5) * step, y0 - step / 2)
+    (sy, sx), (y0, x0) = ((1.0, 1.0), (0.0, 0.0)) if calibration is None else (
+        calibration.scan_steps_nm, calibration.scan_offset_nm)
+    return (x0 - sx / 2, x0 + (nx - 0.5) * sx, y0 + (ny - 0.5) * sy, y0 - sy / 2)
 
 
 def pattern_extent(shape, calibration=None) -> tuple[float, float, float, float]:
@@ -97,9 +98,9 @@ def pattern_extent(shape, calibration=None) -> tuple[float, float, float, float]
     one diffraction pixel.
     """
     nky, nkx = int(shape[0]), int(shape[1])
-    step, (k0y, k0x) = (1.0, (0.0, 0.0)) if calibration is None else (
-        calibration.k_step_mrad, calibration.k_offset_mrad)
-    return (k0x - step / 2, k0x + (nkx - 0.5) * step, k0y + (nky - 0.5) * step, k0y - step / 2)
+    (sy, sx), (k0y, k0x) = ((1.0, 1.0), (0.0, 0.0)) if calibration is None else (
+        calibration.k_steps_mrad, calibration.k_offset_mrad)
+    return (k0x - sx / 2, k0x + (nkx - 0.5) * sx, k0y + (nky - 0.5) * sy, k0y - sy / 2)
 
 
 def _scan_labels(ax, calibration) -> None:
@@ -699,11 +700,11 @@ def com_vectors(com, *, calibration=None, ax=None, step: int = 1, atoms=None,
     if cal is None and getattr(com, "scan_step_nm", None) is not None:
         from .signals import Calibration
 
-        cal = Calibration(scan_step_nm=float(com.scan_step_nm), k_step_mrad=1.0)
+        cal = Calibration(scan_step_nm=com.scan_step_nm, k_step_mrad=1.0)  # float or (y, x)
     ny, nx = cy.shape
-    s = 1.0 if cal is None else cal.scan_step_nm
+    sy, sx = (1.0, 1.0) if cal is None else cal.scan_steps_nm
     y0, x0 = (0.0, 0.0) if cal is None else cal.scan_offset_nm
-    yy, xx = np.meshgrid(y0 + s * np.arange(ny), x0 + s * np.arange(nx), indexing="ij")
+    yy, xx = np.meshgrid(y0 + sy * np.arange(ny), x0 + sx * np.arange(nx), indexing="ij")
     sl = (slice(None, None, int(step)), slice(None, None, int(step)))
     fig, ax = _new_axes(ax, _map_figsize(cy.shape, width_in=3.6, extra_h=1.2))
     extent = scan_extent(cy.shape, cal)

@@ -43,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from rrvae_nb._checks import FLOAT32_MAX, complex_message, float32_range_message
 from rrvae_nb.signals import Calibration, calibration_of, make_signal, require_hyperspy
 
 __all__ = [
@@ -92,9 +93,7 @@ def _as_patterns(patterns, name: str = "patterns") -> np.ndarray:
 
 def _check_dtype(dtype, name: str) -> None:
     if np.issubdtype(dtype, np.complexfloating):
-        raise ValueError(
-            f"{name} is complex; pass intensities (e.g. abs(wave) ** 2), not wave functions."
-        )
+        raise ValueError(complex_message(name))
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         raise ValueError(f"{name} has dtype {dtype}; pass a real numeric array.")
 
@@ -188,9 +187,21 @@ def _window_origin(centre_px, window: tuple[int, int], shape: tuple[int, int], s
     if centre_px is None:
         # A plain crop never interpolates: the window starts on a whole pixel, (H - h) // 2.
         return float((H - h) // 2), float((W - w) // 2)
-    cy, cx = (float(c) for c in centre_px)
+    try:
+        cy, cx = (float(c) for c in centre_px)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"centre_px must be two numbers (ky, kx) in pixels; got {centre_px!r}."
+        ) from err
     if not (np.isfinite(cy) and np.isfinite(cx)):
         raise ValueError(f"centre_px must be two finite numbers (ky, kx); got {centre_px!r}.")
+    if not (0 <= cy <= H - 1 and 0 <= cx <= W - 1):
+        raise ValueError(
+            f"centre_px ({cy:.4g}, {cx:.4g}) lies outside the {H} x {W} patterns, so the window "
+            f"would hold little or nothing of them: the centre must satisfy 0 <= ky <= {H - 1} "
+            f"and 0 <= kx <= {W - 1} (pixels, row and column). Pass the disk centre in pixels, "
+            "e.g. bf_disk_centre(patterns.mean(axis=0)), not in mrad."
+        )
     oy, ox = cy - (h - 1) / 2, cx - (w - 1) / 2
     if not subpixel:
         oy, ox = float(math.floor(oy + 0.5)), float(math.floor(ox + 0.5))
@@ -258,8 +269,8 @@ def crop_centred(patterns, size: int | None = None, centre_px=None, *, subpixel:
         Side of the window in pixels; None keeps the pattern size (the patterns are only moved).
     centre_px : (float, float), optional
         Point (ky, kx) in pixels that becomes the window centre ((size - 1) / 2, (size - 1) / 2),
-        e.g. from :func:`bf_disk_centre`. None: a plain crop about the pattern centre, starting
-        at pixel (H - size) // 2 (whole pixels, no interpolation).
+        e.g. from :func:`bf_disk_centre`; it must lie on the patterns. None: a plain crop about
+        the pattern centre, starting at pixel (H - size) // 2 (whole pixels, no interpolation).
     subpixel : bool
         True: a fractional centre is met exactly by bilinear interpolation. False: the window
         starts on the nearest whole pixel (no interpolation; the centre is then off by up to half
@@ -274,7 +285,8 @@ def crop_centred(patterns, size: int | None = None, centre_px=None, *, subpixel:
     Raises
     ------
     ValueError
-        On wrong dimensionality, empty input, or a window larger than the patterns.
+        On wrong dimensionality, empty input, a window larger than the patterns, or a centre
+        outside the patterns (0 <= ky <= H - 1, 0 <= kx <= W - 1).
     """
     x = _as_patterns(patterns)
     lead, (H, W) = x.shape[:-2], x.shape[-2:]
@@ -609,6 +621,44 @@ _normalise_stack = normalise
 
 
 @dataclass(frozen=True)
+class _SquareGrid:
+    """Resampling of rectangular diffraction pixels onto square ones (the finer step).
+
+    The axis with the coarser step gets ``n_out`` pixels of the finer step; output pixel j lies
+    at raw (fractional) index ``j * step / coarse_step`` and is interpolated linearly between its
+    two raw neighbours, times ``step / coarse_step`` so that each pattern's total is kept.
+    """
+
+    axis: int               # 1 = ky, 2 = kx (axes of an (n, ky, kx) stack)
+    ratio: float            # coarse step / fine step (> 1)
+    n_out: int
+
+    @classmethod
+    def of(cls, steps: tuple[float, float], shape: tuple[int, int]) -> _SquareGrid:
+        coarse = 0 if steps[0] > steps[1] else 1
+        ratio = max(steps) / min(steps)
+        n_out = int(math.floor((shape[coarse] - 1) * ratio + 1e-9)) + 1
+        return cls(axis=1 + coarse, ratio=ratio, n_out=n_out)
+
+    def out_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return (self.n_out, shape[1]) if self.axis == 1 else (shape[0], self.n_out)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Resample (n, H, W) raw patterns to float32 on square pixels."""
+        pos = np.arange(self.n_out) / self.ratio
+        n = x.shape[self.axis]
+        i0 = np.minimum(np.floor(pos).astype(int), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        t = (pos - i0).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[self.axis] = self.n_out
+        t = t.reshape(shape)
+        x = np.asarray(x, dtype=np.float32)
+        a, b = np.take(x, i0, axis=self.axis), np.take(x, i1, axis=self.axis)
+        return ((1 - t) * a + t * b) * np.float32(1 / self.ratio)
+
+
+@dataclass(frozen=True)
 class _Plan:
     """Per-pattern part of the pipeline (steps 1-4): picklable, so it can run on dask workers."""
 
@@ -619,9 +669,12 @@ class _Plan:
     bin_reduce: str
     size: int | None
     scale: object
+    square: _SquareGrid | None = None
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Reduce raw patterns (n, H, W) to (n, h, w) float32."""
+        if self.square is not None:
+            x = self.square.apply(x)
         out = _take_window(x, self.origin, self.window)
         if self.bin_factor is not None and self.bin_factor > 1:
             out = bin_patterns(out, self.bin_factor, reduce=self.bin_reduce)
@@ -652,15 +705,30 @@ class _Plan:
 def _reduce_block(block: np.ndarray, plan: _Plan) -> np.ndarray:
     """dask map_blocks kernel: (..., H, W) block -> (..., h, w) float32."""
     lead = block.shape[:-2]
-    return plan.apply(block.reshape((-1,) + plan.shape)).reshape(lead + plan.out_shape)
+    with np.errstate(over="ignore"):  # values beyond float32 are refused by prepare's checks
+        out = plan.apply(block.reshape((-1,) + plan.shape))
+    return out.reshape(lead + plan.out_shape)
 
 
-def _raise_on_bad_counts(nonfinite: int, zero_index: np.ndarray, minimum, scale) -> None:
+def _beyond_float32(batch) -> tuple[int, float]:
+    """Count and largest magnitude of finite values beyond the float32 range (wide floats)."""
+    if not (np.issubdtype(batch.dtype, np.floating) and batch.dtype.itemsize > 4):
+        return 0, 0.0
+    a = np.abs(batch)
+    big = (a > FLOAT32_MAX) & np.isfinite(a)
+    count = int(np.count_nonzero(big))
+    return count, (float(a[big].max()) if count else 0.0)
+
+
+def _raise_on_bad_counts(nonfinite: int, zero_index: np.ndarray, minimum, scale,
+                         beyond: tuple[int, float] = (0, 0.0)) -> None:
     if nonfinite:
         raise ValueError(
             f"The data contain {nonfinite} NaN or infinite values. Replace or mask them first "
             "(e.g. np.nan_to_num(data, nan=0.0, posinf=0.0)) or drop the affected scan positions."
         )
+    if beyond[0]:
+        raise ValueError(float32_range_message("data", *beyond))
     if len(zero_index):
         shown = ", ".join(str(int(i)) for i in zero_index[:5])
         more = " ..." if len(zero_index) > 5 else ""
@@ -814,16 +882,15 @@ class Prepared:
         hs = require_hyperspy()
         ny, nx = self.scan_shape
 
-        def scan_axis(name, n, offset, navigate):
-            return dict(name=name, size=n, scale=cal.scan_step_nm, offset=offset, units="nm",
-                        navigate=navigate)
+        def scan_axis(i, n, navigate):
+            return dict(name="yx"[i], size=n, scale=cal.scan_steps_nm[i],
+                        offset=cal.scan_offset_nm[i], units="nm", navigate=navigate)
 
-        y0, x0 = cal.scan_offset_nm
         if v.ndim == 1:
-            axes = [scan_axis("y", ny, y0, False), scan_axis("x", nx, x0, False)]
+            axes = [scan_axis(0, ny, False), scan_axis(1, nx, False)]
             sig = hs.signals.Signal2D(self.to_map(v), axes=axes)
         elif v.ndim == 2:
-            axes = [scan_axis("y", ny, y0, True), scan_axis("x", nx, x0, True),
+            axes = [scan_axis(0, ny, True), scan_axis(1, nx, True),
                     dict(name="channel", size=v.shape[1], scale=1.0, offset=0.0, navigate=False)]
             sig = hs.signals.Signal1D(self.to_map(v), axes=axes)
         elif v.ndim == 3 and v.shape[1:] == self.patterns.shape[1:]:
@@ -857,6 +924,7 @@ def prepare(
     seed: int = 0,
     progress: bool = True,
     compute: bool = True,
+    square_pixels: str = "refuse",
 ) -> Prepared:
     """Preprocess 4D-STEM data into (N, H, W) float32 patterns for the rrVAE.
 
@@ -911,6 +979,15 @@ def prepare(
         so that data larger than memory stay on disk; the mean pattern and the normalisation
         range are computed in streaming passes. PCA needs the patterns in memory and is refused
         then (denoise a sample instead). Use :mod:`rrvae_nb.stream` to train and encode.
+    square_pixels : {"refuse", "resample"}
+        What to do with rectangular diffraction pixels (a calibration whose ky and kx steps
+        differ): ``"refuse"`` (default) raises a ValueError that names this option;
+        ``"resample"`` first interpolates every raw pattern linearly onto square pixels of the
+        finer step (the coarser axis gets more pixels; values are scaled by fine / coarse step
+        so that each pattern's total is kept; steps that differ by more than a factor of 4 are
+        refused as a wrong calibration). Centring, cropping, ``centre_px``,
+        ``k_origin_px`` and ``k_step_px`` then refer to the resampled pixels; the calibration
+        is square. Ignored for square pixels and for arrays without a calibration.
 
     Returns
     -------
@@ -919,7 +996,9 @@ def prepare(
     Raises
     ------
     ValueError
-        On wrong dimensionality, empty input, non-square patterns without ``crop``, a crop
+        On wrong dimensionality, empty input, rectangular diffraction pixels without
+        ``square_pixels="resample"``, values beyond the float32 range (|x| > 3.4e38),
+        non-square patterns without ``crop``, a crop
         larger than the patterns, a bin factor that does not divide the window, both
         ``bin_factor`` and ``size``, NaN/inf values, all-zero patterns, negative counts with
         ``scale``, an uncalibrated signal, or bad PCA component counts.
@@ -931,12 +1010,16 @@ def prepare(
         raise ValueError(f"The data are empty (shape {array.shape}); nothing to preprocess.")
     H, W = (int(n) for n in array.shape[-2:])
     n_patterns = int(np.prod(array.shape[:-2], dtype=np.int64))
-    if H != W and crop is None:
+    square_from = None if cal is None else cal.k_steps_mrad
+    square, cal = _square_pixels(square_pixels, cal, (H, W))
+    Hs, Ws = (H, W) if square is None else square.out_shape((H, W))  # on square pixels
+    if Hs != Ws and crop is None:
         raise ValueError(
-            f"The patterns are not square ({H} x {W} pixels); the rotation-invariant model needs "
-            f"square patterns. Pass crop=<side> (at most {min(H, W)}) to cut a square window."
+            f"The patterns are not square ({Hs} x {Ws} pixels); the rotation-invariant model "
+            f"needs square patterns. Pass crop=<side> (at most {min(Hs, Ws)}) to cut a square "
+            "window."
         )
-    window = _window_shape(crop, (H, W))
+    window = _window_shape(crop, (Hs, Ws))
     if bin_factor is not None and size is not None:
         raise ValueError("Give either bin_factor= or size= (resize), not both.")
     if bin_factor is not None:
@@ -955,7 +1038,7 @@ def prepare(
     if pca_keep is not None and pca_components is None:
         raise ValueError("pca_keep needs pca_components (the number of components to estimate).")
     plan = _Plan(shape=(H, W), origin=(0.0, 0.0), window=window, bin_factor=bin_factor,
-                 bin_reduce=bin_reduce, size=size, scale=scale)
+                 bin_reduce=bin_reduce, size=size, scale=scale, square=square)
     h, w = plan.out_shape
     if pca_components is not None:
         pca_components = _square_size(pca_components, "pca_components")
@@ -987,6 +1070,11 @@ def prepare(
             ~(array != 0).any(axis=(-2, -1)),
             array.min(),
         ]
+        if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
+            big = (da.fabs(array) > FLOAT32_MAX) & da.isfinite(array)
+            stats += [da.count_nonzero(big), da.where(big, da.fabs(array), 0).max()]
+        else:
+            stats += [0, 0.0]
         mean_raw = array.mean(axis=nav_axes, dtype=np.float64)
 
     # Pass 1 (only when centring): mean raw pattern, and the checks on the raw counts.
@@ -994,28 +1082,29 @@ def prepare(
     checked = False
     if centre:
         if lazy:
-            nonfinite, zero_flags, minimum, mean_raw = run_dask(
-                *stats, mean_raw, desc="mean pattern"
-            )
-            zero_index = np.flatnonzero(np.ravel(zero_flags))
+            *found, mean_raw = run_dask(*stats, mean_raw, desc="mean pattern")
+            _check_stats(found, scale)
         else:
             total = np.zeros((H, W), dtype=np.float64)
-            nonfinite, zero_list, minimum = 0, [], np.inf
+            nonfinite, zero_list, minimum, beyond = 0, [], np.inf, (0, 0.0)
             with tqdm(total=n_patterns, desc="mean pattern", unit="pattern",
                       disable=not progress) as bar:
                 for start, batch in _numpy_batches(array, H, W):
                     nonfinite += int(np.count_nonzero(~np.isfinite(batch)))
                     zero_list.append(start + np.flatnonzero(~batch.reshape(len(batch), -1).any(1)))
                     minimum = min(minimum, batch.min())
+                    count, largest = _beyond_float32(batch)
+                    beyond = (beyond[0] + count, max(beyond[1], largest))
                     total += batch.sum(axis=0, dtype=np.float64)
                     bar.update(len(batch))
-            zero_index = np.concatenate(zero_list)
+            _raise_on_bad_counts(nonfinite, np.concatenate(zero_list), minimum, scale, beyond)
             mean_raw = total / n_patterns
-        _raise_on_bad_counts(nonfinite, zero_index, minimum, scale)
         checked = True
+        if square is not None:
+            mean_raw = square.apply(mean_raw[None].astype(np.float32))[0]
         centre_px = bf_disk_centre(mean_raw, threshold)
 
-    origin = _window_origin(centre_px, window, (H, W), subpixel)
+    origin = _window_origin(centre_px, window, (Hs, Ws), subpixel)
     plan = replace(plan, origin=origin)
 
     steps = dict(
@@ -1026,6 +1115,11 @@ def prepare(
         subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
         normalise=normalise,
     )
+    if square is not None:
+        steps["square_pixels"] = dict(
+            resampled=True, from_k_steps_mrad=tuple(square_from), k_step_mrad=cal.k_step_mrad,
+            shape=(Hs, Ws),
+        )
 
     # Pass 2: per-pattern reduction (centre, crop, bin/resize, scale).
     if lazy:
@@ -1044,10 +1138,8 @@ def prepare(
         if checked:
             (reduced,) = run_dask(reduced_lazy, desc="reducing patterns")
         else:
-            reduced, nonfinite, zero_flags, minimum = run_dask(
-                reduced_lazy, *stats, desc="reducing patterns"
-            )
-            _raise_on_bad_counts(nonfinite, np.flatnonzero(np.ravel(zero_flags)), minimum, scale)
+            reduced, *found = run_dask(reduced_lazy, *stats, desc="reducing patterns")
+            _check_stats(found, scale)
         if not reduced.flags.owndata:  # may view the caller's data: never modify that in place
             reduced = reduced.copy()
         reduced = np.ascontiguousarray(reduced).reshape(n_patterns, h, w)
@@ -1060,7 +1152,7 @@ def prepare(
                     _raise_on_bad_counts(
                         int(np.count_nonzero(~np.isfinite(batch))),
                         start + np.flatnonzero(~batch.reshape(len(batch), -1).any(1)),
-                        batch.min(), scale,
+                        batch.min(), scale, _beyond_float32(batch),
                     )
                 reduced[start : start + len(batch)] = plan.apply(batch)
                 bar.update(len(batch))
@@ -1080,6 +1172,47 @@ def prepare(
 
     reduced = np.ascontiguousarray(reduced, dtype=np.float32)
     return _prepared(reduced, plan, origin, cal, grid, centre_px, mean_pattern, steps)
+
+
+def _check_stats(found, scale) -> None:
+    """Raise for the raw-count statistics computed by dask (see ``stats`` in prepare)."""
+    nonfinite, zero_flags, minimum, big_count, big_max = found
+    _raise_on_bad_counts(int(nonfinite), np.flatnonzero(np.ravel(zero_flags)), minimum, scale,
+                         (int(big_count), float(big_max)))
+
+
+SQUARE_PIXEL_CHOICES = ("refuse", "resample")
+#: Largest ratio of the two diffraction steps that ``square_pixels="resample"`` accepts.
+MAX_RESAMPLE_RATIO = 4.0
+
+
+def _square_pixels(choice, cal, shape):
+    """(_SquareGrid or None, calibration on square pixels) for prepare's ``square_pixels``."""
+    if choice not in SQUARE_PIXEL_CHOICES:
+        raise ValueError(
+            f"square_pixels must be one of {SQUARE_PIXEL_CHOICES}; got {choice!r}."
+        )
+    if cal is None or cal.square_k:
+        return None, cal
+    ky, kx = cal.k_steps_mrad
+    if choice == "refuse":
+        raise ValueError(
+            f"The diffraction pixels are not square ({ky:.6g} mrad along ky, {kx:.6g} mrad "
+            "along kx), but the rotation-invariant model needs square pixels. Pass "
+            "square_pixels='resample' to prepare() to interpolate the patterns onto square "
+            f"pixels of {min(ky, kx):.6g} mrad, or fix the calibration if it is wrong."
+        )
+    ratio = max(ky, kx) / min(ky, kx)
+    if ratio > MAX_RESAMPLE_RATIO:
+        raise ValueError(
+            f"square_pixels='resample': the diffraction steps differ by a factor of {ratio:.3g} "
+            f"({ky:.6g} mrad along ky, {kx:.6g} mrad along kx), more than the "
+            f"{MAX_RESAMPLE_RATIO:g} of any real camera binning; resampling would stretch the "
+            "patterns that much. Check the calibration (the k_step_mrad of the file or signal)."
+        )
+    square = _SquareGrid.of((ky, kx), shape)
+    fine = min(ky, kx)
+    return square, replace(cal, k_steps_mrad=(fine, fine))
 
 
 def _prepared(patterns, plan, origin, cal, grid, centre_px, mean_pattern, steps) -> Prepared:
@@ -1103,11 +1236,12 @@ def _reduced_calibration(plan, origin, cal):
     k_origin = (origin[0] + (step_px - 1) / 2, origin[1] + (step_px - 1) / 2)
     cal_out = None
     if cal is not None:
+        sy, sx = cal.k_steps_mrad  # square here: prepare resampled or refused other pixels
         cal_out = replace(
             cal,
-            k_step_mrad=cal.k_step_mrad * step_px,
-            k_offset_mrad=(cal.k_offset_mrad[0] + k_origin[0] * cal.k_step_mrad,
-                           cal.k_offset_mrad[1] + k_origin[1] * cal.k_step_mrad),
+            k_steps_mrad=(sy * step_px, sx * step_px),
+            k_offset_mrad=(cal.k_offset_mrad[0] + k_origin[0] * sy,
+                           cal.k_offset_mrad[1] + k_origin[1] * sx),
         )
     return step_px, k_origin, cal_out
 
@@ -1127,10 +1261,9 @@ def _reduce_lazily(reduced, checked, stats, scale, subtract_mean, normalise, pca
     if checked:
         (mean,) = run_dask(reduced.mean(axis=0, dtype=np.float64), desc="mean pattern")
     else:
-        nonfinite, zero_flags, minimum, mean = run_dask(
-            *stats, reduced.mean(axis=0, dtype=np.float64), desc="mean pattern"
-        )
-        _raise_on_bad_counts(nonfinite, np.flatnonzero(np.ravel(zero_flags)), minimum, scale)
+        *found, mean = run_dask(*stats, reduced.mean(axis=0, dtype=np.float64),
+                                desc="mean pattern")
+        _check_stats(found, scale)
     mean_pattern = np.asarray(mean, dtype=np.float32)
     out = reduced - mean_pattern if subtract_mean else reduced
     if normalise:  # streaming pass B: the range of the whole stack

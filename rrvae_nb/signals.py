@@ -5,20 +5,33 @@ Every dataset in the package (simulated, loaded from disk, emulated experiment) 
 nanometres and two signal axes in milliradians, with the beam energy (keV) and the probe
 convergence semi-angle (mrad) under ``metadata.Acquisition_instrument.TEM``.
 
+A :class:`Calibration` holds one step per axis, so scans and cameras with rectangular pixels are
+represented exactly. The analyses that need a single step (square pixels) read
+``Calibration.scan_step_nm`` / ``Calibration.k_step_mrad``, which refuse rectangular pixels with
+a message that says what to do.
+
 hyperspy is an optional dependency (the ``data`` extra); it is imported lazily so that the model
 works without it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["Calibration", "make_signal", "calibration_of", "require_hyperspy"]
 
-#: Relative tolerance within which two pixel sizes count as equal (square pixels).
-SQUARE_TOLERANCE = 1e-3
+#: Relative difference below which the two steps of a pair count as one square pixel: the
+#: rounding of a scale stored as float32 (about 6e-8), with a margin. Steps that differ by more
+#: are kept apart; nothing is merged.
+SQUARE_TOLERANCE = 1e-6
+
+HOW_TO_GET_A_SIGNAL = (
+    "Read a file with rrvae_nb.io.load(path), or wrap an array (scan y, scan x, ky, kx) with "
+    "rrvae_nb.signals.make_signal(array, Calibration(scan_step_nm=..., k_step_mrad=...))."
+)
 
 
 def require_hyperspy():
@@ -32,33 +45,186 @@ def require_hyperspy():
     return hs
 
 
-@dataclass(frozen=True)
+def _number(value) -> float | None:
+    """``value`` as a float, or None if it is not a real number (bools and strings are not)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _step_pair(name: str, value, axes: tuple[str, str], unit: str, fix: str
+               ) -> tuple[float, float]:
+    """A step given as one number (both axes) or a pair (one per axis), each finite and > 0."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{name} must be one step in {unit} or a pair ({axes[0]}, {axes[1]}); got "
+                f"{value!r}."
+            )
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    out = []
+    for axis, v in zip(axes, pair, strict=True):
+        x = _number(v)
+        if x is None or not math.isfinite(x) or x <= 0:
+            raise ValueError(
+                f"{name}: the {axis} step must be a finite number > 0 {unit}; got {v!r}. {fix}"
+            )
+        out.append(x)
+    return out[0], out[1]
+
+
+def _offset_pair(name: str, value, unit: str) -> tuple[float, float]:
+    try:
+        a, b = value
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a pair of finite numbers in {unit}; got {value!r}.") \
+            from err
+    out = (_number(a), _number(b))
+    if any(v is None or not math.isfinite(v) for v in out):
+        raise ValueError(f"{name} must be a pair of finite numbers in {unit}; got {value!r}.")
+    return out  # type: ignore[return-value]
+
+
+def _optional_positive(name: str, value, unit: str, where: str) -> float | None:
+    if value is None:
+        return None
+    x = _number(value)
+    if x is None or not math.isfinite(x) or x <= 0:
+        raise ValueError(
+            f"{name} must be None or a finite number > 0 {unit}; got {value!r}. {where}"
+        )
+    return x
+
+
+def _is_square(pair: tuple[float, float]) -> bool:
+    a, b = pair
+    return abs(a - b) <= SQUARE_TOLERANCE * max(abs(a), abs(b))
+
+
+@dataclass(frozen=True, init=False)
 class Calibration:
-    """Calibration of a 4D-STEM dataset.
+    """Calibration of a 4D-STEM dataset: one step and one offset per axis.
+
+    Build it with one step per kind for square pixels, ``Calibration(scan_step_nm=0.02,
+    k_step_mrad=1.5)``, or with a (y, x) pair for rectangular ones,
+    ``Calibration(scan_step_nm=(0.02, 0.025), k_step_mrad=(1.5, 1.6))`` (the keywords
+    ``scan_steps_nm=`` / ``k_steps_mrad=`` take pairs too). Every value is checked: a zero,
+    negative or non-finite step is refused with a ValueError that names the axis.
 
     Attributes
     ----------
-    scan_step_nm : float
-        Probe step between neighbouring scan positions, in nm (square scan pixels).
-    k_step_mrad : float
-        Size of one diffraction pixel, in mrad (square pixels).
-    scan_offset_nm : tuple of float
-        Position of the first scan pixel, (y, x), in nm.
-    k_offset_mrad : tuple of float
-        Scattering angle of the first diffraction pixel, (ky, kx), in mrad.
+    scan_steps_nm : (float, float)
+        Probe step along (scan y, scan x), in nm.
+    k_steps_mrad : (float, float)
+        Size of one diffraction pixel along (ky, kx), in mrad.
+    scan_offset_nm : (float, float)
+        Position (y, x) of the first scan pixel, in nm.
+    k_offset_mrad : (float, float)
+        Scattering angle (ky, kx) of the first diffraction pixel, in mrad.
     energy_kev : float or None
         Beam energy in keV.
     convergence_mrad : float or None
         Probe convergence semi-angle in mrad.
+
+    Notes
+    -----
+    ``scan_step_nm`` and ``k_step_mrad`` (read-only) give the single step of square pixels and
+    raise a ValueError for rectangular ones, so that an analysis that needs one step never
+    silently uses the step of one axis for both. Two steps count as square when they differ by
+    less than :data:`SQUARE_TOLERANCE` (1e-6, the rounding of a float32 scale); both steps are
+    stored as given either way.
     """
 
-    scan_step_nm: float
-    k_step_mrad: float
-    scan_offset_nm: tuple[float, float] = (0.0, 0.0)
-    k_offset_mrad: tuple[float, float] = (0.0, 0.0)
-    energy_kev: float | None = None
-    convergence_mrad: float | None = None
+    scan_steps_nm: tuple[float, float]
+    k_steps_mrad: tuple[float, float]
+    scan_offset_nm: tuple[float, float]
+    k_offset_mrad: tuple[float, float]
+    energy_kev: float | None
+    convergence_mrad: float | None
 
+    def __init__(self, scan_step_nm=None, k_step_mrad=None, scan_offset_nm=(0.0, 0.0),
+                 k_offset_mrad=(0.0, 0.0), energy_kev=None, convergence_mrad=None, *,
+                 scan_steps_nm=None, k_steps_mrad=None):
+        scan = _either("scan_step_nm", scan_step_nm, "scan_steps_nm", scan_steps_nm)
+        k = _either("k_step_mrad", k_step_mrad, "k_steps_mrad", k_steps_mrad)
+        set_ = object.__setattr__
+        set_(self, "scan_steps_nm", _step_pair(
+            "Calibration scan_step_nm", scan, ("scan y", "scan x"), "nm",
+            "Pass the probe step in nm (field of view / number of scan positions).",
+        ))
+        set_(self, "k_steps_mrad", _step_pair(
+            "Calibration k_step_mrad", k, ("ky", "kx"), "mrad",
+            "Pass the camera's angular pixel size in mrad (e.g. convergence semi-angle / "
+            "bright-field disk radius in pixels).",
+        ))
+        set_(self, "scan_offset_nm", _offset_pair("Calibration scan_offset_nm",
+                                                  scan_offset_nm, "nm"))
+        set_(self, "k_offset_mrad", _offset_pair("Calibration k_offset_mrad",
+                                                 k_offset_mrad, "mrad"))
+        set_(self, "energy_kev", _optional_positive(
+            "Calibration energy_kev", energy_kev, "keV",
+            "For a signal, set signal.metadata.Acquisition_instrument.TEM.beam_energy."))
+        set_(self, "convergence_mrad", _optional_positive(
+            "Calibration convergence_mrad", convergence_mrad, "mrad",
+            "For a signal, set signal.metadata.Acquisition_instrument.TEM.convergence_angle."))
+
+    # ------------------------------------------------------------------ square pixels
+    @property
+    def square_scan(self) -> bool:
+        """Whether the scan pixels are square (steps equal within :data:`SQUARE_TOLERANCE`)."""
+        return _is_square(self.scan_steps_nm)
+
+    @property
+    def square_k(self) -> bool:
+        """Whether the diffraction pixels are square (within :data:`SQUARE_TOLERANCE`)."""
+        return _is_square(self.k_steps_mrad)
+
+    @property
+    def scan_step_nm(self) -> float:
+        """The probe step in nm of a scan with square pixels (the scan y step).
+
+        Raises
+        ------
+        ValueError
+            If the scan pixels are not square: use :attr:`scan_steps_nm` (one step per axis).
+        """
+        if not self.square_scan:
+            sy, sx = self.scan_steps_nm
+            raise ValueError(
+                f"The scan pixels are not square ({sy:.6g} nm along scan y, {sx:.6g} nm along "
+                "scan x), but this step needs a single scan step. Use Calibration.scan_steps_nm "
+                "(one step per axis) where the analysis allows it, or resample the scan to "
+                "square pixels first (e.g. hyperspy's signal.interpolate_on_axis)."
+            )
+        return self.scan_steps_nm[0]
+
+    @property
+    def k_step_mrad(self) -> float:
+        """The diffraction pixel size in mrad of a camera with square pixels (the ky step).
+
+        Raises
+        ------
+        ValueError
+            If the diffraction pixels are not square: use :attr:`k_steps_mrad`, or resample the
+            patterns with ``rrvae_nb.preprocess.prepare(..., square_pixels="resample")``.
+        """
+        if not self.square_k:
+            ky, kx = self.k_steps_mrad
+            raise ValueError(
+                f"The diffraction pixels are not square ({ky:.6g} mrad along ky, {kx:.6g} mrad "
+                "along kx), but this step needs a single pixel size (a rotation-invariant "
+                "analysis needs square pixels). Resample the patterns to square pixels with "
+                "rrvae_nb.preprocess.prepare(..., square_pixels='resample'), or use "
+                "Calibration.k_steps_mrad (one step per axis) where the analysis allows it."
+            )
+        return self.k_steps_mrad[0]
+
+    # ------------------------------------------------------------------ scan positions
     def scan_positions_nm(self, shape) -> np.ndarray:
         """Position of every probe of a scan, in nm.
 
@@ -71,7 +237,7 @@ class Calibration:
         -------
         numpy.ndarray
             (scan y, scan x, 2) float64: the (y, x) position in nm of each probe position,
-            ``scan_offset_nm + index * scan_step_nm``.
+            ``scan_offset_nm + index * scan_steps_nm`` (per axis).
 
         Raises
         ------
@@ -80,8 +246,9 @@ class Calibration:
         """
         ny, nx = _shape2(shape)
         iy, ix = np.indices((ny, nx))
-        return np.stack([self.scan_offset_nm[0] + iy * self.scan_step_nm,
-                         self.scan_offset_nm[1] + ix * self.scan_step_nm], axis=-1)
+        sy, sx = self.scan_steps_nm
+        return np.stack([self.scan_offset_nm[0] + iy * sy,
+                         self.scan_offset_nm[1] + ix * sx], axis=-1)
 
     def scan_index(self, positions_nm, shape) -> tuple[np.ndarray, np.ndarray]:
         """Nearest probe position of each point given in nm.
@@ -110,10 +277,26 @@ class Calibration:
         ny, nx = _shape2(shape)
         p = _points_nm(positions_nm, "positions_nm")
         # np.rint rounds halves to even, like Python's round()
-        index = np.rint((p - np.asarray(self.scan_offset_nm)) / self.scan_step_nm).astype(int)
+        index = np.rint((p - np.asarray(self.scan_offset_nm))
+                        / np.asarray(self.scan_steps_nm)).astype(int)
         limit = np.array([ny, nx])
         inside = np.all((index >= 0) & (index < limit), axis=1)
         return np.clip(index, 0, limit - 1), inside
+
+
+def _either(single: str, one, pair_name: str, pair):
+    """The step given under one of its two keywords (refuses both, and neither)."""
+    if one is not None and pair is not None:
+        raise ValueError(
+            f"Give {single}= or {pair_name}=, not both. To change the steps of an existing "
+            f"Calibration use dataclasses.replace(cal, {pair_name}=(y, x))."
+        )
+    if one is None and pair is None:
+        raise ValueError(
+            f"Calibration needs {single}= (one step, square pixels, or a (y, x) pair); it has "
+            "no default."
+        )
+    return one if one is not None else pair
 
 
 def _points_nm(points, name: str) -> np.ndarray:
@@ -159,7 +342,8 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
     data : numpy.ndarray or dask.array.Array
         Array of shape (scan y, scan x, ky, kx). A dask array gives a lazy signal.
     calibration : Calibration
-        Scan step (nm), diffraction pixel size (mrad), offsets, beam energy and convergence angle.
+        Scan steps (nm), diffraction pixel sizes (mrad), offsets, beam energy and convergence
+        angle; each axis gets its own step.
     title : str
         Title stored in ``metadata.General.title``.
     lazy : bool, optional
@@ -174,7 +358,9 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
     Raises
     ------
     ValueError
-        If ``data`` is not 4-dimensional or a step is not a positive finite number.
+        If ``data`` is not 4-dimensional.
+    TypeError
+        If ``calibration`` is not a :class:`Calibration` (whose constructor checks every step).
     """
     hs = require_hyperspy()
     if getattr(data, "ndim", None) != 4:
@@ -182,22 +368,21 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
             f"A 4D-STEM array must have 4 axes (scan y, scan x, ky, kx); got shape "
             f"{getattr(data, 'shape', None)}. Reshape your data to (scan y, scan x, ky, kx)."
         )
-    for name in ("scan_step_nm", "k_step_mrad"):
-        value = getattr(calibration, name)
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"Calibration.{name} must be a positive number; got {value!r}.")
+    if not isinstance(calibration, Calibration):
+        raise TypeError(
+            f"calibration must be a rrvae_nb.signals.Calibration; got "
+            f"{type(calibration).__name__}. Build one with Calibration(scan_step_nm=..., "
+            "k_step_mrad=...)."
+        )
     ny, nx, nky, nkx = data.shape
     sy, sx = calibration.scan_offset_nm
     ky0, kx0 = calibration.k_offset_mrad
+    (dy, dx), (dky, dkx) = calibration.scan_steps_nm, calibration.k_steps_mrad
     axes = [
-        dict(name="y", size=ny, scale=calibration.scan_step_nm, offset=sy, units="nm",
-             navigate=True),
-        dict(name="x", size=nx, scale=calibration.scan_step_nm, offset=sx, units="nm",
-             navigate=True),
-        dict(name="ky", size=nky, scale=calibration.k_step_mrad, offset=ky0, units="mrad",
-             navigate=False),
-        dict(name="kx", size=nkx, scale=calibration.k_step_mrad, offset=kx0, units="mrad",
-             navigate=False),
+        dict(name="y", size=ny, scale=dy, offset=sy, units="nm", navigate=True),
+        dict(name="x", size=nx, scale=dx, offset=sx, units="nm", navigate=True),
+        dict(name="ky", size=nky, scale=dky, offset=ky0, units="mrad", navigate=False),
+        dict(name="kx", size=nkx, scale=dkx, offset=kx0, units="mrad", navigate=False),
     ]
     is_dask = type(data).__module__.startswith("dask")
     if lazy is None:
@@ -220,8 +405,24 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
     return sig
 
 
+_SCAN_TO_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "pm": 1e-3, "µm": 1e3, "um": 1e3}
+_K_TO_MRAD = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}
+
+
+def _axis_label(ax) -> str:
+    """How to address a hyperspy axis in a message: its name, else its index."""
+    name = getattr(ax, "name", None)
+    if isinstance(name, str) and name and name != "<undefined>":
+        return repr(name)
+    return str(getattr(ax, "index_in_axes_manager", "..."))
+
+
 def calibration_of(signal) -> Calibration:
     """Read and check the calibration of a 4D-STEM ``Signal2D``.
+
+    Each axis keeps its own step and offset, so rectangular scan or diffraction pixels are read
+    as they are (``Calibration.scan_steps_nm`` / ``k_steps_mrad``); the analyses that need
+    square pixels refuse them later with a message that says how to proceed.
 
     Parameters
     ----------
@@ -236,17 +437,21 @@ def calibration_of(signal) -> Calibration:
     ------
     ValueError
         If the signal is not 4D, an axis is uncalibrated (units missing), the units are not
-        nm-like / mrad, or the pixels are not square (scan or diffraction).
+        length units (scan) or mrad/rad (diffraction), a step is zero, negative or not finite,
+        an offset is not finite, or the beam energy / convergence angle in the metadata is not
+        a positive number. Each message names the axis and how to fix it.
     """
-    if signal.axes_manager.navigation_dimension != 2 or signal.axes_manager.signal_dimension != 2:
+    am = getattr(signal, "axes_manager", None)
+    if am is None or am.navigation_dimension != 2 or am.signal_dimension != 2:
+        got = (f"{am.navigation_dimension} navigation and {am.signal_dimension} signal axes"
+               if am is not None else f"a {type(signal).__name__}")
         raise ValueError(
             "Expected a 4D-STEM signal with 2 navigation (scan) and 2 signal (diffraction) axes; "
-            f"got {signal.axes_manager.navigation_dimension} navigation and "
-            f"{signal.axes_manager.signal_dimension} signal axes."
+            f"got {got}. {HOW_TO_GET_A_SIGNAL}"
         )
     # hyperspy orders navigation axes x first; signal axes kx first.
-    nav_x, nav_y = signal.axes_manager.navigation_axes
-    sig_x, sig_y = signal.axes_manager.signal_axes
+    nav_x, nav_y = am.navigation_axes
+    sig_x, sig_y = am.signal_axes
     for ax in (nav_x, nav_y, sig_x, sig_y):
         units = ax.units
         if units is None or str(units).strip() in ("", "<undefined>"):
@@ -255,46 +460,51 @@ def calibration_of(signal) -> Calibration:
                 "units, e.g. signal.axes_manager[...].scale = ...; .units = 'nm' (scan) or "
                 "'mrad' (diffraction)."
             )
-    scan_to_nm = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "pm": 1e-3, "µm": 1e3,
-                  "um": 1e3}
-    k_to_mrad = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}
     try:
-        fy, fx = scan_to_nm[nav_y.units], scan_to_nm[nav_x.units]
+        fy, fx = _SCAN_TO_NM[nav_y.units], _SCAN_TO_NM[nav_x.units]
     except KeyError as err:
         raise ValueError(
             f"Scan axes must be in a length unit (nm, Å, pm, µm); got {nav_y.units!r}, "
             f"{nav_x.units!r}."
         ) from err
     try:
-        gy, gx = k_to_mrad[sig_y.units], k_to_mrad[sig_x.units]
+        gy, gx = _K_TO_MRAD[sig_y.units], _K_TO_MRAD[sig_x.units]
     except KeyError as err:
         raise ValueError(
             f"Diffraction axes must be in mrad or rad; got {sig_y.units!r}, {sig_x.units!r}. "
             "Convert reciprocal-space units (1/nm) to angles with the electron wavelength first."
         ) from err
-    sy, sx = nav_y.scale * fy, nav_x.scale * fx
-    ky, kx = sig_y.scale * gy, sig_x.scale * gx
-    if not np.isclose(sy, sx, rtol=SQUARE_TOLERANCE):
-        raise ValueError(
-            f"Scan pixels are not square ({sy:.4g} nm x {sx:.4g} nm). Resample the scan to square "
-            "pixels first."
-        )
-    if not np.isclose(ky, kx, rtol=SQUARE_TOLERANCE):
-        raise ValueError(
-            f"Diffraction pixels are not square ({ky:.4g} mrad x {kx:.4g} mrad): a rotation-"
-            "invariant model needs square pixels. Resample the patterns (e.g. abTEM's "
-            "resample='uniform') first."
-        )
+    steps, offsets = {}, {}
+    for key, ax, factor, unit, load_kw in (
+        ("y", nav_y, fy, "nm", "scan_step_nm"), ("x", nav_x, fx, "nm", "scan_step_nm"),
+        ("ky", sig_y, gy, "mrad", "k_step_mrad"), ("kx", sig_x, gx, "mrad", "k_step_mrad"),
+    ):
+        scale, offset = _number(ax.scale), _number(ax.offset)
+        kind = "scan" if unit == "nm" else "diffraction"
+        if scale is None or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(
+                f"The {kind} axis {_axis_label(ax)} has scale {ax.scale!r} {ax.units}: a step "
+                f"must be a finite number > 0. Set it, e.g. signal.axes_manager"
+                f"[{_axis_label(ax)}].scale = <step in {ax.units}>, or pass {load_kw}= to "
+                "rrvae_nb.io.load when reading the file."
+            )
+        if offset is None or not math.isfinite(offset):
+            raise ValueError(
+                f"The {kind} axis {_axis_label(ax)} has offset {ax.offset!r} {ax.units}: it "
+                f"must be finite. Set it, e.g. signal.axes_manager[{_axis_label(ax)}].offset "
+                f"= <position of the first pixel in {ax.units}>."
+            )
+        steps[key], offsets[key] = scale * factor, offset * factor
     tem = signal.metadata.get_item("Acquisition_instrument.TEM", default=None)
     energy = conv = None
     if tem is not None:
         energy = tem.get_item("beam_energy", default=None)
         conv = tem.get_item("convergence_angle", default=None)
     return Calibration(
-        scan_step_nm=float(sy),
-        k_step_mrad=float(ky),
-        scan_offset_nm=(float(nav_y.offset * fy), float(nav_x.offset * fx)),
-        k_offset_mrad=(float(sig_y.offset * gy), float(sig_x.offset * gx)),
-        energy_kev=None if energy is None else float(energy),
-        convergence_mrad=None if conv is None else float(conv),
+        scan_steps_nm=(steps["y"], steps["x"]),
+        k_steps_mrad=(steps["ky"], steps["kx"]),
+        scan_offset_nm=(offsets["y"], offsets["x"]),
+        k_offset_mrad=(offsets["ky"], offsets["kx"]),
+        energy_kev=energy,
+        convergence_mrad=conv,
     )

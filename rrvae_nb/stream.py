@@ -221,7 +221,7 @@ def encode_maps(
     for ax, name, i in ((ax_y, "y", 0), (ax_x, "x", 1)):
         ax.name = name
         if cal is not None:
-            ax.scale, ax.offset, ax.units = cal.scan_step_nm, cal.scan_offset_nm[i], "nm"
+            ax.scale, ax.offset, ax.units = cal.scan_steps_nm[i], cal.scan_offset_nm[i], "nm"
         else:
             ax.units = "px"
     if path is not None:

@@ -298,6 +298,11 @@ def fit(
     start = 0
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
+        if checkpoint.is_dir():
+            raise ValueError(
+                f"checkpoint={str(checkpoint)!r} is a folder, but a checkpoint is a file path: "
+                f"pass e.g. checkpoint={str(checkpoint / 'run.pt')!r}."
+            )
         # a process killed while writing leaves its temporary file: never the checkpoint itself
         for stale in stale_temporaries(checkpoint):
             stale.unlink(missing_ok=True)

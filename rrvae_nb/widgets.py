@@ -149,8 +149,8 @@ def _position_nm(prepared, iy: int, ix: int) -> tuple[float, float]:
     cal = prepared.calibration
     if cal is None:
         return float(iy), float(ix)
-    return (cal.scan_offset_nm[0] + iy * cal.scan_step_nm,
-            cal.scan_offset_nm[1] + ix * cal.scan_step_nm)
+    sy, sx = cal.scan_steps_nm
+    return (cal.scan_offset_nm[0] + iy * sy, cal.scan_offset_nm[1] + ix * sx)
 
 
 def _check_position(prepared, iy, ix) -> tuple[int, int]:
@@ -325,11 +325,11 @@ def _make_explorer_class():
             if event.inaxes is not self._map_ax or event.xdata is None:
                 return
             cal = self.prepared.calibration
-            step, (y0, x0) = (1.0, (0.0, 0.0)) if cal is None else (
-                cal.scan_step_nm, cal.scan_offset_nm)
+            (sy, sx), (y0, x0) = ((1.0, 1.0), (0.0, 0.0)) if cal is None else (
+                cal.scan_steps_nm, cal.scan_offset_nm)
             ny, nx = self.prepared.scan_shape
-            iy = int(np.clip(round((event.ydata - y0) / step), 0, ny - 1))
-            ix = int(np.clip(round((event.xdata - x0) / step), 0, nx - 1))
+            iy = int(np.clip(round((event.ydata - y0) / sy), 0, ny - 1))
+            ix = int(np.clip(round((event.xdata - x0) / sx), 0, nx - 1))
             self.select(iy, ix)
 
         # ------------------------------------------------------------------ drawing

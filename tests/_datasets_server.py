@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +36,10 @@ class Route:
         leads to the file (as Google Drive does for large files).
     html_only : bool
         Always answer with an HTML page without a download form.
+    delay_s : float
+        Wait this long before sending the body (lets two concurrent fetches overlap).
+    content_length : bool
+        Announce the size (Content-Length); False sends the body until the connection closes.
     """
 
     body: bytes
@@ -44,6 +49,8 @@ class Route:
     content_type: str = "application/octet-stream"
     confirm_page: bool = False
     html_only: bool = False
+    delay_s: float = 0.0
+    content_length: bool = True
     requests: list = field(default_factory=list)
 
 
@@ -90,10 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(len(body) - start))
+        if route.content_length:
+            self.send_header("Content-Length", str(len(body) - start))
+        else:
+            self.close_connection = True  # HTTP/1.0: the body ends when the connection closes
         self.send_header("Accept-Ranges", "bytes" if route.ranges else "none")
         self.end_headers()
         payload = body[start:]
+        if route.delay_s:
+            time.sleep(route.delay_s)
         if route.drops > 0 and route.drop_after is not None:
             route.drops -= 1
             self.wfile.write(payload[: route.drop_after])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +315,8 @@ def test_packaged_registry_entries():
     assert re.match(r"https://zenodo\.org/records/15490547/", ws2["url"])
     for entry in reg.values():
         assert entry["url"] or entry["landing_page"]
+        if entry["url"]:  # every automatic download can be checked by something
+            assert entry["hash"] or entry["size"] or entry["format"] == "ndata1"
 
 
 def test_registry_validation():
@@ -322,3 +326,60 @@ def test_registry_validation():
         datasets.read_registry(base)
     with pytest.raises(ValueError, match="lower_snake_case"):
         datasets.read_registry({"version": 1, "datasets": {"Bad-Name": {}}})
+
+
+def test_two_fetches_of_one_file_take_turns(tmp_path):
+    """Two fetches of the same file at once used to share one .part file: the loser got a raw
+    error (or both downloaded). Now one downloads and the other waits and uses its file."""
+    route = Route(PAYLOAD, delay_s=0.5)
+    results, errors = [], []
+    with LocalServer({"/f.bin": route}) as srv:
+        reg = _registry(srv.url("/f.bin"))
+
+        def run():
+            try:
+                results.append(datasets.fetch("payload", cache_dir=tmp_path, progress=False,
+                                              verbose=False, registry=reg))
+            except Exception as err:  # noqa: BLE001 - collected for the assertion below
+                errors.append(err)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "waiting for another fetch"
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+    assert errors == []
+    assert sorted(r.downloaded for r in results) == [False, True]
+    assert len(route.requests) == 1
+    assert results[0].path.read_bytes() == PAYLOAD
+    assert _leftovers(tmp_path) == ["payload.bin"]
+
+
+def test_fetch_gives_up_waiting_for_another_fetch(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "LOCK_TIMEOUT_S", 0.3)
+    with datasets._FetchLock(tmp_path / "payload.bin", "payload", 1.0):
+        with pytest.warns(UserWarning, match="Waiting for another fetch of payload"), \
+                pytest.raises(TimeoutError, match=r"Another process \(or thread\) has been "
+                              r"fetching payload .*payload\.bin\.lock"):
+            datasets.fetch("payload", cache_dir=tmp_path, progress=False, verbose=False,
+                           registry=_registry("http://127.0.0.1:9/never"))
+    assert _leftovers(tmp_path) == []  # the lock file goes with its holder
+
+
+def test_fetch_refuses_a_download_nothing_can_verify(tmp_path):
+    """No hash, no size, no announced size: whatever arrived used to be cached."""
+    with LocalServer({"/f.bin": Route(PAYLOAD, content_length=False)}) as srv:
+        reg = _registry(srv.url("/f.bin"), hash_=None, size=False)
+        with pytest.raises(OSError, match=r"nothing can verify the download of payload.*"
+                           r"Nothing was kept.*'size'.*'hash'") as err:
+            datasets.fetch("payload", cache_dir=tmp_path, progress=False, verbose=False,
+                           registry=reg)
+        assert "report it" not in str(err.value)
+        assert _leftovers(tmp_path) == []
+        reg["datasets"]["payload"]["size"] = len(PAYLOAD)  # a size is enough to accept it
+        res = datasets.fetch("payload", cache_dir=tmp_path, progress=False, verbose=False,
+                             registry=reg)
+    assert res.path.read_bytes() == PAYLOAD
+    assert any("size" in c and "(registry)" in c for c in res.checks)

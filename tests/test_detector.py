@@ -82,9 +82,19 @@ def test_scattering_angle_rejects_bad_input(shape, centre, match):
 
 
 def test_scattering_angle_rejects_bad_pixel_size():
-    bad = Calibration(scan_step_nm=0.02, k_step_mrad=-1.0)
-    with pytest.raises(ValueError, match="k_step_mrad must be a positive number"):
-        scattering_angle_mrad(bad, (K, K))
+    with pytest.raises(ValueError, match="k_step_mrad: the ky step must be a finite number > 0"):
+        Calibration(scan_step_nm=0.02, k_step_mrad=-1.0)  # refused where it is made
+    with pytest.raises(TypeError, match="must be a rrvae_nb.signals.Calibration"):
+        scattering_angle_mrad({"k_step_mrad": 1.0}, (K, K))
+
+
+def test_rectangular_pixels_and_centres_outside_the_camera():
+    rect = Calibration(scan_step_nm=0.02, k_step_mrad=(1.0, 2.0), k_offset_mrad=(-4.0, -8.0))
+    angle = scattering_angle_mrad(rect, (9, 9))
+    assert angle[4, 4] == 0 and angle[4, 6] == pytest.approx(4.0) and angle[6, 4] == 2.0
+    np.testing.assert_allclose(scattering_angle_mrad(rect, (9, 9), centre_px=(4, 4)), angle)
+    with pytest.raises(ValueError, match=r"outside the 9 x 9 pattern.*0 <= cy <= 8"):
+        scattering_angle_mrad(rect, (9, 9), centre_px=(4.0, 30.0))
 
 
 # ---------------------------------------------------------------- annular_image: exact sums

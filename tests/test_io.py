@@ -320,9 +320,21 @@ def test_missing_or_bad_calibration(tmp_path):
     cal = calibration_of(io.load(path, scan_step_nm=0.1, k_step_mrad=2.0))
     assert (cal.scan_step_nm, cal.k_step_mrad) == (0.1, 2.0)
     meta = _nion_meta(data.shape)
-    meta["spatial_calibrations"][3]["scale"] *= 1.2
-    with pytest.raises(ValueError, match="not square"):
-        io.load(_nion_export(tmp_path / "rect.ndata1", data, meta))
+    meta["spatial_calibrations"][3]["scale"] *= 1.2  # rectangular pixels: valid, read as they are
+    cal = calibration_of(io.load(_nion_export(tmp_path / "rect.ndata1", data, meta)))
+    assert cal.k_steps_mrad == pytest.approx((2.83, 2.83 * 1.2))
+    meta = _nion_meta(data.shape)
+    meta["spatial_calibrations"][1]["scale"] = 0.0
+    with pytest.raises(ValueError, match=r"scan axis x has scale 0.0 nm.*scan_step_nm="):
+        io.load(_nion_export(tmp_path / "zero.ndata1", data, meta))
+    meta = _nion_meta(data.shape)
+    meta["spatial_calibrations"][2]["scale"] = -0.001
+    with pytest.raises(ValueError, match=r"diffraction axis ky has scale -0.001 rad.*k_step_mrad="):
+        io.load(_nion_export(tmp_path / "neg.ndata1", data, meta))
+    with pytest.raises(ValueError, match=r"k_step_mrad: the ky step must be a finite number > 0"):
+        io.load(path, scan_step_nm=0.1, k_step_mrad=0.0)
+    with pytest.raises(ValueError, match=r"scan_step_nm: the scan x step must be a finite"):
+        io.load(path, scan_step_nm=(0.1, float("nan")), k_step_mrad=1.0)
 
 
 def test_generic_load_errors(tmp_path):
@@ -336,3 +348,131 @@ def test_generic_load_errors(tmp_path):
         io.load(tmp_path / "t.hspy")
     with pytest.raises(ValueError, match=".hspy and .ndata1"):
         io.save(tmp_path / "x.tif", _signal())
+
+
+# --------------------------------------------------------------------------------------------
+# Rectangular pixels, step overrides, metadata round trips, OS errors (reliability issue)
+# --------------------------------------------------------------------------------------------
+
+
+def _rect_file(tmp_path, name="rect.ndata1"):
+    data = _data((3, 4, 6, 8))
+    meta = _nion_meta(data.shape, k_units="mrad", k_scale=2.0)
+    meta["spatial_calibrations"][0].update(scale=0.02, offset=0.1)
+    meta["spatial_calibrations"][1].update(scale=0.03, offset=-0.2)
+    meta["spatial_calibrations"][3].update(scale=2.5, offset=-10.0)
+    return _nion_export(tmp_path / name, data, meta), data
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_rectangular_pixels_are_read_with_their_true_calibration(tmp_path, lazy):
+    """A valid Nion file whose steps differ in y and x used to be refused ("not square")."""
+    path, data = _rect_file(tmp_path)
+    sig = io.load(path, lazy=lazy)
+    cal = calibration_of(sig)
+    assert cal.scan_steps_nm == (0.02, 0.03)
+    assert cal.k_steps_mrad == (2.0, 2.5)
+    assert cal.scan_offset_nm == (0.1, -0.2)
+    assert cal.k_offset_mrad == (-6.0, -10.0)
+    assert not cal.square_scan and not cal.square_k
+    # only what needs one step refuses, and says what to do
+    with pytest.raises(ValueError, match="scan pixels are not square.*scan_steps_nm"):
+        _ = cal.scan_step_nm
+    with pytest.raises(ValueError, match="square_pixels='resample'"):
+        _ = cal.k_step_mrad
+    back = io.load(io.write_ndata1(tmp_path / "back.ndata1", sig))
+    assert calibration_of(back) == cal
+    np.testing.assert_array_equal(back.data, data)
+
+
+def test_nearly_equal_steps_are_kept_apart():
+    """Steps within 0.1 % used to be merged into one (signals.SQUARE_TOLERANCE)."""
+    cal = Calibration(scan_step_nm=(0.1, 0.10005), k_step_mrad=(2.0, 2.0004))
+    got = calibration_of(make_signal(_data((2, 2, 4, 4)), cal))
+    assert got.scan_steps_nm == (0.1, 0.10005) and got.k_steps_mrad == (2.0, 2.0004)
+    assert not got.square_scan and not got.square_k
+    # float32 rounding of one scale is not a different step
+    f32 = Calibration(scan_step_nm=(0.1, float(np.float32(0.1))), k_step_mrad=2.0)
+    assert f32.square_scan and f32.scan_step_nm == 0.1
+    assert f32.scan_steps_nm == (0.1, float(np.float32(0.1)))  # both kept as given
+
+
+def test_overriding_a_step_keeps_the_files_offsets(tmp_path):
+    """load(k_step_mrad=...) used to put k = 0 on camera pixel (0, 0), scan_step_nm= zeroed the
+    scan offsets."""
+    from rrvae_nb.com import center_of_mass
+    from rrvae_nb.detector import annular_image, scattering_angle_mrad
+
+    data = _data((2, 3, 8, 8)) + 0.1
+    meta = _nion_meta(data.shape)  # k = 0 on pixel 4; scan starts at -0.5 nm = -32 px
+    path = _nion_export(tmp_path / "a.ndata1", data, meta)
+    sig = io.load(path, k_step_mrad=1.5, scan_step_nm=0.1)
+    cal = calibration_of(sig)
+    assert cal.k_steps_mrad == (1.5, 1.5)
+    assert cal.k_offset_mrad == pytest.approx((-4 * 1.5, -4 * 1.5))
+    assert cal.scan_offset_nm == pytest.approx((-3.2, -3.2))
+    assert np.unravel_index(scattering_angle_mrad(cal, (8, 8)).argmin(), (8, 8)) == (4, 4)
+    assert center_of_mass(sig, origin="axes", units="px").origin_px == pytest.approx((4, 4))
+    ring = scattering_angle_mrad(cal, (8, 8)) < 1.6  # pixel 4 and its 4 neighbours
+    np.testing.assert_allclose(annular_image(sig, 0.0, 1.6), data[..., ring].sum(-1))
+    # a file without usable offsets: k = 0 at the pattern centre, the scan starts at 0 nm
+    for c in meta["spatial_calibrations"]:
+        c.update(units="", scale=1.0, offset=0.0)
+    path = _nion_export(tmp_path / "b.ndata1", data, meta)
+    cal = calibration_of(io.load(path, k_step_mrad=(1.5, 2.0), scan_step_nm=0.1))
+    assert cal.k_offset_mrad == pytest.approx((-3.5 * 1.5, -3.5 * 2.0))
+    assert cal.scan_offset_nm == (0.0, 0.0)
+
+
+def test_nion_metadata_and_intensity_units_survive_round_trips(tmp_path):
+    """write_ndata1 used to drop the Nion metadata tree and the intensity units."""
+    data = _data((2, 3, 8, 8))
+    meta = _nion_meta(data.shape)
+    first = io.load(_nion_export(tmp_path / "orig.ndata1", data, meta))
+    again = io.load(io.write_ndata1(tmp_path / "copy.ndata1", first))
+    io.save(tmp_path / "copy.hspy", again)  # numpy scalars in original_metadata after .hspy
+    third = io.load(io.write_ndata1(tmp_path / "copy2.ndata1", io.load(tmp_path / "copy.hspy")))
+    for sig in (again, third):
+        om = sig.original_metadata.as_dictionary()
+        assert om["metadata"] == meta["metadata"]  # defocus, hardware source, exposure
+        assert om["intensity_calibration"] == meta["intensity_calibration"]  # "counts"
+        assert om["properties"] == meta["properties"]
+        assert om["datetime_original"] == meta["datetime_original"]
+        assert calibration_of(sig) == calibration_of(first)
+        np.testing.assert_array_equal(sig.data, data)
+    # a signal from elsewhere carries nothing over
+    plain = io.load(io.write_ndata1(tmp_path / "plain.ndata1", _signal()))
+    assert plain.original_metadata.as_dictionary()["intensity_calibration"]["units"] == ""
+
+
+def test_lazy_read_checks_the_crc(tmp_path):
+    """A lazy read used to skip the zip CRC check (an eager read did it)."""
+    raw = bytearray(io.write_ndata1(tmp_path / "g.ndata1", _signal()).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the stored array
+    (tmp_path / "c.ndata1").write_bytes(bytes(raw))
+    with pytest.raises(OSError, match="CRC"):
+        io.load(tmp_path / "c.ndata1", lazy=True)
+    lazy = io.read_ndata1(tmp_path / "c.ndata1", lazy=True, verify_crc=False)  # opt out
+    assert lazy.data.shape == (6, 5, 9, 9)
+
+
+def test_os_errors_name_the_path_and_the_fix(tmp_path, monkeypatch):
+    """io.load used to pass raw OS errors through (and called a folder a missing file)."""
+    with pytest.raises(FileNotFoundError, match="resolved from the working folder"):
+        io.load(tmp_path / "absent.ndata1")
+    (tmp_path / "folder.ndata1").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        io.load(tmp_path / "folder.ndata1")
+    io.write_ndata1(tmp_path / "x.ndata1", _signal())
+    with pytest.raises(IsADirectoryError, match=r"holds e\.g\. x\.ndata1"):
+        io.load(tmp_path)
+    denied = PermissionError(13, "Permission denied", str(tmp_path / "x.ndata1"))
+
+    def refuse(*args, **kwargs):
+        raise denied
+
+    monkeypatch.setattr(zipfile, "ZipFile", refuse)
+    with pytest.raises(PermissionError, match=r"Cannot read .*x\.ndata1: Permission denied\. "
+                       r"You may not read it: check its permissions") as err:
+        io.load(tmp_path / "x.ndata1")
+    assert err.value.__cause__ is denied

@@ -265,3 +265,16 @@ def test_rarity_rejects_bad_input(rng):
     flat[:6, 1] = 1.0                                    # more than half equal: MAD = 0
     with pytest.raises(ValueError, match=r"latent\(s\) \[1\] have zero median"):
         knn_rarity(flat, k=3)
+
+
+def test_rectangular_scan_steps_give_true_distances():
+    """Per-axis scan steps (a Calibration used to hold one step for both axes)."""
+    cal = Calibration(scan_step_nm=(0.1, 0.2), k_step_mrad=1.0, scan_offset_nm=(1.0, -1.0))
+    pos = cal.scan_positions_nm((3, 4))
+    assert pos[2, 3] == pytest.approx((1.2, -0.4))
+    index, inside = cal.scan_index([[1.2, -0.4], [1.04, -0.89]], (3, 4))
+    assert index.tolist() == [[2, 3], [0, 1]] and inside.all()
+    near = nearest_site(cal, (3, 4), [[1.1, -0.6]])
+    assert near.distance_nm[1, 2] == pytest.approx(0.0, abs=1e-12)
+    assert near.distance_nm[1, 3] == pytest.approx(0.2)   # one step in x: 0.2 nm, not 0.1
+    assert near.distance_nm[2, 2] == pytest.approx(0.1)

@@ -328,3 +328,15 @@ def test_reconstructions_rows_are_input_reconstruction_difference(model):
     assert len(P.reconstructions(model, prep.patterns, n=4).axes) == 12 + 2  # + colour bars
     with pytest.raises(ValueError, match="out of range"):
         P.reconstructions(model, prep, idx=[99])
+
+
+def test_extents_of_rectangular_pixels_are_drawn_to_scale():
+    rect = Calibration(scan_step_nm=(0.1, 0.3), k_step_mrad=(1.0, 2.0), scan_offset_nm=(1.0, 2.0),
+                       k_offset_mrad=(-4.0, -6.0))
+    assert P.scan_extent((5, 4), rect) == pytest.approx((1.85, 3.05, 1.45, 0.95))
+    assert P.pattern_extent((9, 7), rect) == pytest.approx((-7.0, 7.0, 4.5, -4.5))
+    com = COMMaps(com_y=np.ones((5, 4)), com_x=np.zeros((5, 4)), units="mrad",
+                  scan_step_nm=(0.1, 0.3))
+    ax = P.com_vectors(com)
+    assert ax.get_xlim() == pytest.approx((-0.15, 1.05))
+    plt.close(ax.figure)

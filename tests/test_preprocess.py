@@ -463,3 +463,82 @@ def test_noise_floor_keep_counts_components_above_the_floor():
     assert noise_floor_keep([0.5, 0.5]) == (1, 0.5)  # never fewer than one component
     with pytest.raises(ValueError, match="at least two"):
         noise_floor_keep([0.9])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rectangular diffraction pixels, centres, the float32 range (reliability issue)
+
+
+RECT = Calibration(scan_step_nm=0.025, k_step_mrad=(2.0, 1.0), k_offset_mrad=(-16.0, -8.0))
+
+
+def _linear_in_angle(cal, shape, lead=(3, 4)):
+    """Patterns whose value is a linear function of the angle (exact under linear resampling)."""
+    ky = cal.k_offset_mrad[0] + cal.k_steps_mrad[0] * np.arange(shape[0])
+    kx = cal.k_offset_mrad[1] + cal.k_steps_mrad[1] * np.arange(shape[1])
+    pattern = 100.0 + 2.0 * ky[:, None] - 3.0 * kx[None, :]
+    return np.broadcast_to(pattern, lead + shape).astype(np.float64)
+
+
+def test_rectangular_diffraction_pixels_are_refused_or_resampled():
+    """calibration_of used to refuse them; prepare now refuses by default, naming the option."""
+    data = _linear_in_angle(RECT, (17, 17))
+    with pytest.raises(ValueError, match=r"not square .*square_pixels='resample'"):
+        prepare(data, calibration=RECT, crop=17, progress=False)
+    with pytest.raises(ValueError, match="square_pixels must be one of"):
+        prepare(data, calibration=RECT, square_pixels="stretch", progress=False)
+    out = prepare(data, calibration=RECT, square_pixels="resample", centre=False, crop=17,
+                  subtract_mean=False, normalise=False, progress=False)
+    cal = out.calibration
+    assert cal.k_steps_mrad == (1.0, 1.0)  # the finer step; ky now has 33 rows, cropped to 17
+    assert cal.k_offset_mrad == (-16.0 + 8 * 1.0, -8.0)
+    assert out.steps["square_pixels"]["shape"] == (33, 17)
+    expected = _linear_in_angle(cal, (17, 17), lead=(12,)) * (1.0 / 2.0)  # totals kept
+    np.testing.assert_allclose(out.patterns, expected, rtol=1e-5)
+    absurd = Calibration(scan_step_nm=0.025, k_step_mrad=(5.0, 1.0))
+    with pytest.raises(ValueError, match="differ by a factor of 5 .*Check the calibration"):
+        prepare(data, calibration=absurd, square_pixels="resample", crop=17, progress=False)
+    # without a crop the resampled patterns (33 x 17) are not square: the message says so
+    with pytest.raises(ValueError, match=r"not square \(33 x 17 pixels\).*crop=<side>"):
+        prepare(data, calibration=RECT, square_pixels="resample", progress=False)
+
+
+def test_resampling_lazy_signals_and_centring_agree_with_eager(rng):
+    da = pytest.importorskip("dask.array")
+    data = np.ascontiguousarray(disk_data(rng)[..., ::2, :])  # every other row: 16 x 32
+    cal = Calibration(scan_step_nm=0.025, k_step_mrad=(2.0, 1.0), k_offset_mrad=(-16.0, -16.0))
+    eager = prepare(make_signal(data, cal), square_pixels="resample", crop=24, progress=False)
+    lazy = prepare(make_signal(da.from_array(data, chunks=(4, 8, 16, 32)), cal),
+                   square_pixels="resample", crop=24, progress=False)
+    np.testing.assert_allclose(lazy.patterns, eager.patterns, atol=1e-6)
+    assert eager.calibration == lazy.calibration
+    assert eager.calibration.k_steps_mrad == (1.0, 1.0)
+    # the disk (round in mrad, 6 px = 6 mrad in kx) is centred and round after resampling
+    mean = eager.mean_pattern
+    assert bf_disk_centre(mean) == pytest.approx((11.5, 11.5), abs=0.3)
+    bright = mean > 0.5 * mean.max()
+    rows, cols = np.nonzero(bright)
+    assert np.ptp(rows) == pytest.approx(np.ptp(cols), abs=1)
+
+
+def test_crop_centred_refuses_a_centre_outside_the_patterns(rng):
+    """A centre outside used to give all-zero patterns without a word."""
+    x = disk_data(rng)[0]
+    with pytest.raises(ValueError, match=r"0 <= ky <= 31 and 0 <= kx <= 31"):
+        crop_centred(x, 8, centre_px=(40.0, 10.0))
+    with pytest.raises(ValueError, match="outside the 32 x 32 patterns"):
+        crop_centred(x, 8, centre_px=(10.0, -0.5))
+    assert crop_centred(x, 8, centre_px=(31.0, 0.0)).any()  # on the edge: half a window
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_values_beyond_float32_are_named_as_such(rng, lazy):
+    """They used to be reported as NaN/inf (they become inf in float32)."""
+    data = disk_data(rng).astype(np.float64)
+    data[1, 2, 3, 4] = 1e39
+    if lazy:
+        da = pytest.importorskip("dask.array")
+        data = make_signal(da.from_array(data, chunks=(4, 8, K, K)), CAL)
+    for centre in (True, False):
+        with pytest.raises(ValueError, match=r"beyond the float32 range \(\|x\| > 3.4e38"):
+            prepare(data, centre=centre, progress=False)
