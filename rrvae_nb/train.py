@@ -400,10 +400,16 @@ def _resume(path: Path, model: RrVAE, optimiser: torch.optim.Optimizer, hist: Hi
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        raise ValueError(
-            f"Checkpoint {path} cannot be read (corrupt or truncated?): {err}. Delete it to "
-            "start afresh."
-        ) from err
+        # torch's text may advise weights_only=False (runs code from the file): never pass it on
+        unsafe = "weights_only" in str(err)
+        refusal = ValueError(
+            f"Checkpoint {path} cannot be read: it is corrupt or truncated, or not an rrvae-nb "
+            f"checkpoint ({type(err).__name__}). Use a new checkpoint path, or delete this file "
+            "to start afresh."
+        )
+        if unsafe:
+            raise refusal from None
+        raise refusal from err
     if not isinstance(payload, dict) or payload.get("kind") != _CKPT_KIND:
         raise ValueError(f"{path} is not an rrvae-nb checkpoint: pass another checkpoint path.")
     if payload.get("format", 1) != _CKPT_FORMAT:

@@ -191,6 +191,14 @@ def test_checkpoint_of_another_run_is_refused(data, tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
+    # a pickle that is not a checkpoint: torch's advice to load unsafely is not passed on
+    import pickle
+
+    ckpt.write_bytes(pickle.dumps(object()))
+    with pytest.raises(ValueError, match="not an rrvae-nb checkpoint") as err:
+        rr.fit(rr.RrVAE((SIZE, SIZE), 2), data, epochs=1, progress=False, checkpoint=ckpt)
+    chain = [err.value, err.value.__cause__, err.value.__context__]
+    assert not any("weights_only=False" in str(e) for e in chain if e is not None)
 
 
 def test_checkpoint_is_two_state_dicts_and_an_older_format_is_refused(data, tmp_path):
