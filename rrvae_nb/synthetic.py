@@ -133,8 +133,11 @@ def circular_correlation(a, b) -> float:
     """Circular correlation coefficient (Jammalamadaka & Sarma 1988) of two angle samples (rad).
 
     1 when ``a - b`` is constant (the same angles up to an offset), -1 when ``a + b`` is
-    constant (mirrored), about 0 for unrelated angles. Invariant to a common offset, which is
-    what comparing an encoded angle (arbitrary zero) with a true rotation needs.
+    constant (mirrored), about 0 for unrelated angles. Exact relations come out as +-1
+    whatever the angles' spread. For nearly equal angles that spread over the whole circle
+    (uniform rotations, COM directions over a scan), each set's mean direction is undefined and
+    the coefficient can land anywhere in [-1, 1]: use
+    :func:`rrvae_nb.metrics.angle_agreement` for those.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rrvae_nb import metrics
 from rrvae_nb.metrics import NearestSite, cos_toward, knn_rarity, nearest_site, roc_auc
 from rrvae_nb.signals import Calibration
 
@@ -278,3 +279,49 @@ def test_rectangular_scan_steps_give_true_distances():
     assert near.distance_nm[1, 2] == pytest.approx(0.0, abs=1e-12)
     assert near.distance_nm[1, 3] == pytest.approx(0.2)   # one step in x: 0.2 nm, not 0.1
     assert near.distance_nm[2, 2] == pytest.approx(0.1)
+
+
+def test_angle_agreement_is_one_for_an_offset_and_small_for_unrelated_angles():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-np.pi, np.pi, 2000)  # spread over the whole circle, like COM directions
+    assert metrics.angle_agreement(a, a + 2.0) == pytest.approx(1.0)
+    assert metrics.angle_agreement(a, rng.uniform(-np.pi, np.pi, a.size)) < 0.06
+    assert metrics.angle_agreement(a, 1.0 - a) < 0.06          # a mirror image is not agreement
+    assert metrics.angle_agreement(a, -(1.0 - a)) == pytest.approx(1.0)  # ... unless mirrored back
+    noisy = a + 0.3 + rng.normal(0, 0.1, a.size)                # ~6 degrees of noise
+    assert metrics.angle_agreement(a, noisy) == pytest.approx(np.exp(-0.1**2 / 2), abs=0.01)
+    # n-fold angles: differences by multiples of 2 pi / n are the same angle
+    assert metrics.angle_agreement(a, a + rng.integers(0, 3, a.size) * 2 * np.pi / 3,
+                                   symmetry=3) == pytest.approx(1.0)
+    assert metrics.angle_agreement(a, a + rng.integers(0, 3, a.size) * 2 * np.pi / 3) < 0.1
+
+
+def test_angle_agreement_where_the_correlation_coefficient_fails():
+    """Angles spread evenly over the circle (as a lattice's symmetry spreads the COM directions
+    around a column) that agree to about 3 degrees: the circular correlation coefficient
+    measures each set from its own mean direction, undefined here, and comes out anywhere in
+    [-1, 1]; the agreement stays near 1."""
+    from rrvae_nb.synthetic import circular_correlation
+
+    a = np.linspace(-np.pi, np.pi, 400, endpoint=False)
+    coefficients = []
+    for seed in range(20):
+        b = a + 1.0 + np.random.default_rng(seed).normal(0, 0.05, a.size)
+        coefficients.append(circular_correlation(a, b))
+        assert metrics.angle_agreement(a, b) > 0.99
+    assert min(coefficients) < 0.5, coefficients   # the coefficient is unreliable here
+
+
+def test_angle_agreement_weights_and_bad_input():
+    a = np.array([0.0, 0.0, 0.0, 0.0])
+    b = np.array([0.0, 0.0, np.pi, 0.0])
+    assert metrics.angle_agreement(a, b) == pytest.approx(0.5)
+    assert metrics.angle_agreement(a, b, weights=[1, 1, 0, 1]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.angle_agreement(a, b[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.angle_agreement(a, np.array([0.0, np.nan, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.angle_agreement(a, b, weights=[1, -1, 0, 1])
+    with pytest.raises(ValueError, match="no angles"):
+        metrics.angle_agreement([], [])
