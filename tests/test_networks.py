@@ -167,3 +167,37 @@ def test_input_scaling_travels_with_the_model(tmp_path):
         assert bool(copy.input_calibrated)
         np.testing.assert_array_equal(copy.encode(x).z, model.encode(x).z)
         np.testing.assert_array_equal(copy.encode(x).angle, model.encode(x).angle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 3])
+def test_what_training_changes_for_the_default_encoder_on_graphene(seed):
+    """The default (polar) encoder's pose is the patterns' first-moment direction, a fixed
+    transform: on simulated graphene it agrees with the COM direction before any training
+    (measured 0.99). That is architecture, and the chapters must say so. At initialisation the
+    MLP adds a random residual angle (40-130 degrees spread over the patterns), so the model's
+    angle agrees less (0.73-0.76); training teaches it to add almost none (about 1 degree), and
+    the angle ends on the COM direction (0.99)."""
+    from rrvae_nb import com, datasets, preprocess
+    from rrvae_nb.metrics import angle_agreement
+
+    signal = datasets.load("graphene_vacancy_sim").inav[::2, ::2]   # 20 x 20 positions
+    v = com.center_of_mass(signal).vector.reshape(-1, 2)
+    com_angle = np.arctan2(-v[:, 0], v[:, 1])    # counter-clockwise on screen, as the latent
+    x = preprocess.prepare(signal, progress=False).patterns
+    model = rr.RrVAE(x.shape[1:], 2, seed=seed).calibrate_inputs(x)
+    xt = (torch.as_tensor(x) - model.input_offset) / model.input_scale
+    with torch.no_grad():
+        pose = model.encoder.pose_estimate(xt).numpy()
+
+    def residual_spread_deg(angle):
+        return np.degrees(np.sqrt(-2 * np.log(angle_agreement(angle, pose))))  # circular std
+
+    before = model.encode(x).angle
+    rr.fit(model, x, epochs=30, seed=seed, progress=False)
+    after = model.encode(x).angle
+    assert angle_agreement(pose, com_angle) > 0.95                  # architecture, untrained
+    assert angle_agreement(before, com_angle) < 0.85                # hidden by a random residual
+    assert residual_spread_deg(before) > 30
+    assert residual_spread_deg(after) < 10                          # learned: no residual ...
+    assert angle_agreement(after, com_angle) > 0.95                 # ... so the angle is the COM
