@@ -146,16 +146,18 @@ def check_cube(array) -> None:
 # Blocks, progress, computing
 
 
-def block_rows(shape, itemsize: int, budget: int = BLOCK_BYTES) -> int:
+def block_rows(shape, itemsize: int, budget: int | None = None) -> int:
     """How many indices along the first axis of an array of ``shape`` fit in ``budget`` bytes.
 
-    At least 1 and at most ``shape[0]`` (1 for an empty first axis).
+    ``budget`` defaults to :data:`BLOCK_BYTES`. At least 1 and at most ``shape[0]`` (1 for an
+    empty first axis).
     """
+    budget = BLOCK_BYTES if budget is None else budget
     row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * int(itemsize))
     return int(max(1, min(max(1, int(shape[0])), budget // row)))
 
 
-def iter_blocks(array, budget: int = BLOCK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+def iter_blocks(array, budget: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, array[start:start + rows])`` along axis 0, ``budget`` bytes or so each."""
     rows = block_rows(array.shape, array.dtype.itemsize, budget)
     for start in range(0, array.shape[0], rows):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rrvae_nb.signals import Calibration, make_signal
+from rrvae_nb.units import electron_wavelength_nm
 
 __all__ = [
     "GroundTruth",
@@ -249,14 +250,8 @@ def _centre(value) -> tuple[float, float] | None:
     return out
 
 
-def _wavelength_nm(energy_kev: float) -> float:
-    """Relativistic electron wavelength (nm) for a beam energy in keV.
-
-    h / sqrt(2 m0 e E (1 + e E / (2 m0 c^2))), E in eV, with the constants folded in; written
-    here so that parameters can be checked before abTEM is imported.
-    """
-    energy_ev = energy_kev * 1e3
-    return 1.2264262862108 / math.sqrt(energy_ev * (1.0 + 0.97847574e-6 * energy_ev))
+#: The electron wavelength in nm (relativistic, CODATA constants): one formula for the package.
+_wavelength_nm = electron_wavelength_nm
 
 
 def _check_defects(defects, material: str = "graphene") -> tuple[str, ...]:
