@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import plot as _plot
-from .widgets import (
+from ._explorer_common import (
     MARKER_COLOR,
     WIDGET_DPI,
     _check_position,
