@@ -1034,10 +1034,6 @@ class _Plan:
     compute: bool
 
     @property
-    def lazy(self) -> bool:
-        return core.is_dask(self.array)
-
-    @property
     def n_patterns(self) -> int:
         return int(np.prod(self.array.shape[:-2], dtype=np.int64))
 
