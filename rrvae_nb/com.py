@@ -44,6 +44,9 @@ from functools import cached_property
 
 import numpy as np
 
+from . import core
+from .units import electron_wavelength_angstrom
+
 __all__ = [
     "COMMaps",
     "ScanRotation",
@@ -58,36 +61,6 @@ __all__ = [
 
 #: Units accepted for COM values (``"1/A"`` is accepted as an ASCII spelling of ``"1/Å"``).
 UNITS = ("px", "mrad", "1/Å")
-#: Numpy input is reduced in blocks of about this many bytes (bounded temporary memory).
-_BLOCK_BYTES = 256 * 2**20
-
-
-def electron_wavelength_angstrom(energy_kev: float) -> float:
-    """Relativistic de Broglie wavelength of an electron, in Å.
-
-    ``lambda = h / sqrt(2 m0 e U (1 + e U / (2 m0 c^2)))`` with CODATA constants from
-    ``scipy.constants``; 60 keV gives 0.0487 Å and 200 keV 0.0251 Å.
-
-    Parameters
-    ----------
-    energy_kev : float
-        Beam (acceleration) energy in keV.
-
-    Raises
-    ------
-    ValueError
-        If the energy is not a positive finite number.
-    """
-    from scipy import constants as c
-
-    if energy_kev is None or not (np.isfinite(energy_kev) and energy_kev > 0):
-        raise ValueError(
-            f"The beam energy must be a positive number of keV; got {energy_kev!r}. Pass "
-            "energy_kev=... or store it in metadata.Acquisition_instrument.TEM.beam_energy."
-        )
-    energy_j = float(energy_kev) * 1e3 * c.e
-    momentum = math.sqrt(2 * c.m_e * energy_j * (1 + energy_j / (2 * c.m_e * c.c**2)))
-    return c.h / momentum * 1e10
 
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare by identity
@@ -259,45 +232,6 @@ def _block_moments(block, weights, threshold, negative):
     return out.reshape(*lead, 4)
 
 
-def _moments(data, weights, threshold, negative, progress):
-    """(scan y, scan x, 4) float64 moments of a numpy or dask array."""
-    if type(data).__module__.startswith("dask"):
-        import dask
-
-        data = data.rechunk({2: -1, 3: -1})  # whole patterns per chunk; scan axes stay chunked
-        lazy = data.map_blocks(
-            _block_moments,
-            weights,
-            threshold,
-            negative,
-            drop_axis=3,
-            chunks=data.chunks[:2] + ((4,),),
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0)),
-        )
-        if progress is None:
-            progress = True
-        if progress:
-            from tqdm.dask import TqdmCallback
-
-            with TqdmCallback(desc="COM (chunks)"):
-                return np.asarray(dask.compute(lazy)[0])
-        return np.asarray(lazy.compute())
-    ny, nx, nky, nkx = data.shape
-    rows = max(1, _BLOCK_BYTES // max(1, nx * nky * nkx * data.dtype.itemsize))
-    starts = range(0, ny, rows)
-    if progress is None:
-        progress = len(starts) > 4
-    from tqdm.auto import tqdm
-
-    out = np.empty((ny, nx, 4))
-    for start in tqdm(starts, desc="COM (blocks)", disable=not progress):
-        out[start : start + rows] = _block_moments(
-            data[start : start + rows], weights, threshold, negative
-        )
-    return out
-
-
 def _check_units(units: str) -> str:
     if units in ("1/A", "1/Angstrom", "1/angstrom"):
         units = "1/Å"
@@ -372,14 +306,57 @@ def center_of_mass(
         ``negative="raise"``), a pattern with no positive intensity (after mask/threshold), or a
         bad mask/threshold/origin; each message says how to fix it.
     """
-    from rrvae_nb.signals import calibration_of
-
     units = _check_units(units)
     if negative not in ("raise", "clip", "keep"):
         raise ValueError(f"negative must be 'raise', 'clip' or 'keep'; got {negative!r}.")
-    k_origin_px = None
-    if hasattr(data, "axes_manager"):  # hyperspy signal
-        cal = calibration_of(data)
+    array, cal = core.as_data(data)
+    core.check_cube(array)
+    k_steps, scan_step_nm, energy_kev = _settings(cal, k_step_mrad, scan_step_nm, energy_kev)
+    if units != "px" and k_steps is None:
+        raise ValueError(
+            f"COM in {units!r} needs the diffraction calibration: pass k_step_mrad=... (mrad per "
+            "pixel), use a calibrated hyperspy signal (rrvae_nb.signals.make_signal), or ask for "
+            "units='px'."
+        )
+    if units == "1/Å":
+        wavelength = electron_wavelength_angstrom(energy_kev)  # raises if missing
+    shape = array.shape[-2:]
+    weights = _weights(mask, shape)
+    if threshold is not None and not 0 < threshold < 1:
+        raise ValueError(f"threshold is a fraction of each pattern's maximum in (0, 1); got "
+                         f"{threshold}.")
+    (mom,) = core.map_patterns(
+        array, core.PerPattern(_block_moments, (4,), np.float64,
+                               dict(weights=weights, threshold=threshold, negative=negative)),
+        desc="COM", progress=progress,
+    )
+    total, my, mx, low = np.moveaxis(mom, -1, 0)
+    _check_moments(total, my, mx, low, negative)
+
+    yc, xc = (shape[0] - 1) / 2, (shape[1] - 1) / 2  # the weights' coordinate centre
+    oy, ox = _origin(origin, my.sum() / total.sum() + yc, mx.sum() / total.sum() + xc, cal,
+                     shape)
+    com_y = my / total + yc - oy
+    com_x = mx / total + xc - ox
+    if units != "px":
+        factor = 1.0 if units == "mrad" else 1e-3 / wavelength
+        com_y, com_x = com_y * (k_steps[0] * factor), com_x * (k_steps[1] * factor)
+    return COMMaps(
+        com_y=com_y,
+        com_x=com_x,
+        units=units,
+        scan_step_nm=scan_step_nm,
+        origin_px=(float(oy), float(ox)),
+    )
+
+
+def _settings(cal, k_step_mrad, scan_step_nm, energy_kev):
+    """(k steps or None, scan step(s) or None, energy) from the keywords and a signal's calibration.
+
+    For a signal (``cal`` given) a keyword must agree with its calibration; the calibration
+    fills what the keywords leave out.
+    """
+    if cal is not None:
         if k_step_mrad is not None and not np.allclose(
             np.broadcast_to(np.asarray(k_step_mrad, dtype=float), (2,)), cal.k_steps_mrad,
             rtol=1e-6,
@@ -407,41 +384,18 @@ def center_of_mass(
         k_step_mrad = cal.k_steps_mrad
         energy_kev = cal.energy_kev if energy_kev is None else energy_kev
         scan_step_nm = cal.scan_step_nm if cal.square_scan else cal.scan_steps_nm
-        k_origin_px = (
-            -cal.k_offset_mrad[0] / cal.k_steps_mrad[0],
-            -cal.k_offset_mrad[1] / cal.k_steps_mrad[1],
-        )
-        data = data.data
-    elif not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        data = np.asarray(data)
-    if data.ndim != 4:
-        raise ValueError(
-            f"4D-STEM data must have 4 axes (scan y, scan x, ky, kx); got shape {data.shape}. "
-            "Reshape it, e.g. data.reshape(ny, nx, ky, kx); for a stack of patterns add a scan "
-            "axis: data[None]."
-        )
-    if 0 in data.shape:
-        raise ValueError(f"The data are empty (shape {data.shape}).")
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-        raise ValueError(f"The data must be integer or real floating point; got {data.dtype}.")
     k_steps = None
     if k_step_mrad is not None:
         k_steps = _positive_pair("k_step_mrad", k_step_mrad, "mrad", ("ky", "kx"))
-    scan_steps = None
     if scan_step_nm is not None:
-        scan_steps = _positive_pair("scan_step_nm", scan_step_nm, "nm", ("scan y", "scan x"))
-        scan_step_nm = scan_steps[0] if scan_steps[0] == scan_steps[1] else scan_steps
-    if units != "px" and k_steps is None:
-        raise ValueError(
-            f"COM in {units!r} needs the diffraction calibration: pass k_step_mrad=... (mrad per "
-            "pixel), use a calibrated hyperspy signal (rrvae_nb.signals.make_signal), or ask for "
-            "units='px'."
-        )
-    if units == "1/Å":
-        wavelength = electron_wavelength_angstrom(energy_kev)  # raises if missing
+        sy, sx = _positive_pair("scan_step_nm", scan_step_nm, "nm", ("scan y", "scan x"))
+        scan_step_nm = sy if sy == sx else (sy, sx)
+    return k_steps, scan_step_nm, energy_kev
 
-    nky, nkx = data.shape[-2:]
-    yc, xc = (nky - 1) / 2, (nkx - 1) / 2  # centred coordinates keep float32 sums accurate
+
+def _weights(mask, shape) -> np.ndarray:
+    """(3, ky*kx) weights mask, mask * ky, mask * kx, coordinates centred on the pattern."""
+    nky, nkx = shape
     if mask is None:
         m = np.ones((nky, nkx))
     else:
@@ -453,58 +407,40 @@ def center_of_mass(
                 "mask must be bool or finite non-negative weights with at least one non-zero "
                 "pixel (e.g. rrvae_nb.com.bright_field_mask(data.mean(axis=(0, 1))))."
             )
-    if threshold is not None and not 0 < threshold < 1:
-        raise ValueError(f"threshold is a fraction of each pattern's maximum in (0, 1); got "
-                         f"{threshold}.")
+    yc, xc = (nky - 1) / 2, (nkx - 1) / 2  # centred coordinates keep float32 sums accurate
     yy, xx = np.indices((nky, nkx), dtype=np.float64)
-    weights = np.stack([m, m * (yy - yc), m * (xx - xc)]).reshape(3, -1)
+    return np.stack([m, m * (yy - yc), m * (xx - xc)]).reshape(3, -1)
 
-    mom = _moments(data, weights, threshold, negative, progress)
-    total, my, mx, low = np.moveaxis(mom, -1, 0)
-    _check_moments(total, my, mx, low, negative)
 
+def _origin(origin, mean_y, mean_x, cal, shape) -> tuple[float, float]:
+    """The pixel (ky, kx) the COM is measured from: the mean's COM, the axes' k = 0, or a pair."""
+    nky, nkx = shape
     if isinstance(origin, str) and origin == "mean":
-        oy, ox = my.sum() / total.sum() + yc, mx.sum() / total.sum() + xc
-    elif isinstance(origin, str) and origin == "axes":
-        if k_origin_px is None:
+        return mean_y, mean_x
+    if isinstance(origin, str) and origin == "axes":
+        if cal is None:
             raise ValueError(
                 "origin='axes' needs a calibrated hyperspy signal; for arrays pass the pixel "
                 "position, e.g. origin=(ky0, kx0)."
             )
-        oy, ox = k_origin_px
-        if not (0 <= oy <= nky - 1 and 0 <= ox <= nkx - 1):
-            raise ValueError(
-                f"origin='axes': the signal's calibrated k = 0 lies at pixel ({oy:.4g}, "
-                f"{ox:.4g}), outside the {nky} x {nkx} camera (valid: 0 <= ky <= {nky - 1}, "
-                f"0 <= kx <= {nkx - 1}). Fix the signal's diffraction offsets (k = 0 at the "
-                "beam centre), or use origin='mean' or a (ky, kx) pixel position."
-            )
-    else:
-        try:
-            oy, ox = (float(v) for v in origin)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"origin must be 'mean', 'axes' or a (ky, kx) pixel position; got {origin!r}."
-            ) from err
-        if not (0 <= oy <= nky - 1 and 0 <= ox <= nkx - 1):  # also refuses NaN
-            raise ValueError(
-                f"origin ({oy:.4g}, {ox:.4g}) lies outside the {nky} x {nkx} pattern: a pixel "
-                f"origin must satisfy 0 <= ky <= {nky - 1} and 0 <= kx <= {nkx - 1} (pixels, "
-                "row and column). Pass it in pixels (not mrad), e.g. "
-                f"origin=({(nky - 1) / 2:g}, {(nkx - 1) / 2:g}) for the pattern centre, or "
-                "origin='mean'."
-            )
-    com_y = my / total + yc - oy
-    com_x = mx / total + xc - ox
-    if units != "px":
-        factor = 1.0 if units == "mrad" else 1e-3 / wavelength
-        com_y, com_x = com_y * (k_steps[0] * factor), com_x * (k_steps[1] * factor)
-    return COMMaps(
-        com_y=com_y,
-        com_x=com_x,
-        units=units,
-        scan_step_nm=scan_step_nm,
-        origin_px=(float(oy), float(ox)),
+        oy = -cal.k_offset_mrad[0] / cal.k_steps_mrad[0]
+        ox = -cal.k_offset_mrad[1] / cal.k_steps_mrad[1]
+        return core.check_on_camera(
+            (oy, ox), shape, label="origin='axes': the signal's calibrated k = 0",
+            at=f"at pixel ({oy:.4g}, {ox:.4g}), ", noun="camera", subject="a pixel origin",
+            fix="Fix the signal's diffraction offsets (k = 0 at the beam centre), or use "
+                "origin='mean' or a (ky, kx) pixel position.",
+        )
+    try:
+        oy, ox = (float(v) for v in origin)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"origin must be 'mean', 'axes' or a (ky, kx) pixel position; got {origin!r}."
+        ) from err
+    return core.check_on_camera(
+        (oy, ox), shape, label=f"origin ({oy:.4g}, {ox:.4g})", subject="a pixel origin",
+        fix=f"Pass it in pixels (not mrad), e.g. origin=({(nky - 1) / 2:g}, {(nkx - 1) / 2:g}) "
+            "for the pattern centre, or origin='mean'.",
     )
 
 

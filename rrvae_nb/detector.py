@@ -25,36 +25,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .signals import Calibration, _shape2, calibration_of
+from . import core
+from .signals import Calibration, _shape2
 
 __all__ = ["scattering_angle_mrad", "annular_image"]
-
-#: Raw patterns are summed in blocks of scan rows of about this many bytes (bounded temporaries).
-_BLOCK_BYTES = 64 * 2**20
 
 
 def _centre_pair(centre_px, shape) -> tuple[float, float]:
     """Check a pixel centre (cy, cx) inside a (ky, kx) pattern; return it as two floats."""
-    try:
-        c = np.asarray(centre_px, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"centre_px must be a pixel position (cy, cx) = (ky, kx); got {centre_px!r}."
-        ) from err
-    if c.shape != (2,) or not np.isfinite(c).all():
-        raise ValueError(
-            f"centre_px must be two finite numbers (cy, cx) in pixels (row, column); got "
-            f"{centre_px!r}. E.g. preprocess.bf_disk_centre(data.mean(axis=(0, 1)))."
-        )
-    ny, nx = shape
-    if not (0 <= c[0] <= ny - 1 and 0 <= c[1] <= nx - 1):
-        raise ValueError(
-            f"centre_px {tuple(float(v) for v in c)} lies outside the {ny} x {nx} pattern: a "
-            f"centre must satisfy 0 <= cy <= {ny - 1} and 0 <= cx <= {nx - 1} (pixels, row and "
-            "column). Pass the disk centre in pixels, e.g. "
-            "preprocess.bf_disk_centre(data.mean(axis=(0, 1))), not in mrad."
-        )
-    return float(c[0]), float(c[1])
+    fix = "E.g. preprocess.bf_disk_centre(data.mean(axis=(0, 1)))."
+    c = core.pixel_pair(centre_px, "centre_px", fix, axes="cy, cx")
+    return core.check_on_camera(
+        c, shape, label=f"centre_px {c}", subject="a centre", axes=("cy", "cx"),
+        fix="Pass the disk centre in pixels, e.g. "
+            "preprocess.bf_disk_centre(data.mean(axis=(0, 1))), not in mrad.",
+    )
 
 
 def scattering_angle_mrad(calibration: Calibration, shape, centre_px=None) -> np.ndarray:
@@ -102,49 +87,9 @@ def scattering_angle_mrad(calibration: Calibration, shape, centre_px=None) -> np
     return np.hypot((iy - cy) * sy, (ix - cx) * sx)
 
 
-def _is_dask(array) -> bool:
-    return type(array).__module__.startswith("dask")
-
-
-def _unpack(data, calibration):
-    """The raw 4D array and its calibration, from a hyperspy signal or an array + calibration."""
-    if hasattr(data, "axes_manager"):  # hyperspy signal
-        if calibration is not None:
-            raise ValueError(
-                "A hyperspy signal carries its own calibration: leave calibration out (or fix "
-                "the signal's axes)."
-            )
-        return data.data, calibration_of(data)  # raises on non-4D / uncalibrated signals
-    if calibration is None:
-        raise ValueError(
-            "A plain array has no calibration: pass calibration=rrvae_nb.signals.Calibration("
-            "...) or use a calibrated signal (rrvae_nb.signals.make_signal)."
-        )
-    if not isinstance(calibration, Calibration):
-        raise ValueError(
-            f"calibration must be a rrvae_nb.signals.Calibration; got {type(calibration).__name__}."
-        )
-    if not _is_dask(data):
-        data = np.asarray(data)
-    return data, calibration
-
-
 def _block_sums(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(..., ky, kx) patterns -> (...) float64 sums over the masked pixels."""
     return block[..., mask].sum(axis=-1, dtype=np.float64)
-
-
-def _mean_pattern(data, progress: bool) -> np.ndarray:
-    """(ky, kx) float64 mean of all patterns: one pass over the data."""
-    if _is_dask(data):
-        mean = data.mean(axis=(0, 1), dtype=np.float64)
-        if progress:
-            from tqdm.dask import TqdmCallback
-
-            with TqdmCallback(desc="mean pattern (chunks)"):
-                return np.asarray(mean.compute(), dtype=np.float64)
-        return np.asarray(mean.compute(), dtype=np.float64)
-    return np.asarray(data.mean(axis=(0, 1), dtype=np.float64))
 
 
 def annular_image(
@@ -199,101 +144,24 @@ def annular_image(
 
     Notes
     -----
-    Lazy data are summed chunk by chunk (any chunking), never loading the whole cube; numpy
-    data in blocks of scan rows. Sums are accumulated in float64.
+    One pass over the data (:func:`rrvae_nb.core.map_patterns`): lazy data chunk by chunk (the
+    chunks are merged to whole patterns), never loading the whole cube; numpy data in blocks of
+    scan rows. Sums are accumulated in float64.
     """
-    data, cal = _unpack(signal, calibration)
-    if getattr(data, "ndim", None) != 4:
-        raise ValueError(
-            f"4D-STEM data must have 4 axes (scan y, scan x, ky, kx); got shape "
-            f"{getattr(data, 'shape', None)}. Reshape it, e.g. data.reshape(ny, nx, ky, kx)."
-        )
-    if 0 in data.shape:
-        raise ValueError(f"The data are empty (shape {data.shape}); pass at least one pattern.")
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
-        raise ValueError(
-            f"The data must be real intensities (integer or floating point); got {data.dtype}. "
-            "For wave functions pass abs(wave) ** 2."
-        )
-    if inner_mrad is None or not np.isfinite(inner_mrad) or inner_mrad < 0:
-        raise ValueError(
-            f"inner_mrad must be a non-negative angle in mrad; got {inner_mrad!r}. Use 0 for a "
-            "disk (bright-field) detector."
-        )
-    if outer_mrad is not None:
-        if np.isnan(outer_mrad) or outer_mrad < 0:
-            raise ValueError(
-                f"outer_mrad must be a non-negative angle in mrad, or None for the camera's "
-                f"corners; got {outer_mrad!r}."
-            )
-        if inner_mrad >= outer_mrad:
-            raise ValueError(
-                f"inner_mrad ({inner_mrad}) must be smaller than outer_mrad ({outer_mrad}): the "
-                "annulus runs from inner (included) to outer (excluded). Swap them, or leave "
-                "outer_mrad out to reach the camera's corners."
-            )
-
+    data, cal = core.as_data(signal, calibration, require_calibration=True)
+    core.check_cube(data)
+    _check_angles(inner_mrad, outer_mrad)
     shape = data.shape[-2:]
-    if isinstance(centre, str):
-        if centre == "calibration":
-            centre_px = None
-        elif centre == "bf_disk":
-            from rrvae_nb.preprocess import bf_disk_centre
-
-            mean = _mean_pattern(data, progress)
-            if not np.isfinite(mean).all():
-                raise ValueError(
-                    "The mean pattern contains NaN or inf, so the bright-field disk cannot be "
-                    "found: replace them first (e.g. np.nan_to_num) or pass centre=(cy, cx)."
-                )
-            centre_px = bf_disk_centre(mean)
-        else:
-            raise ValueError(
-                f"centre must be 'calibration', 'bf_disk' or a pixel position (cy, cx); got "
-                f"{centre!r}."
-            )
-    else:
-        centre_px = _centre_pair(centre, shape)
-
-    angle = scattering_angle_mrad(cal, shape, centre_px)
+    angle = scattering_angle_mrad(cal, shape, _find_centre(centre, data, progress))
     mask = angle >= inner_mrad
     if outer_mrad is not None:
         mask &= angle < outer_mrad
     if not mask.any():
-        reach = float(angle.max())
-        if inner_mrad > reach:
-            raise ValueError(
-                f"The annulus from {inner_mrad:g} mrad holds no camera pixel: the camera reaches "
-                f"{reach:.1f} mrad at most (about this centre): lower inner_mrad."
-            )
-        raise ValueError(
-            f"No camera pixel lies between {inner_mrad:g} and {outer_mrad:g} mrad (pixels are "
-            f"{min(cal.k_steps_mrad):.3g} mrad apart or more): widen the annulus (lower "
-            "inner_mrad or raise outer_mrad)."
-        )
-
-    if _is_dask(data):
-        import dask.array as da
-
-        # works on any chunking (patterns may be split over chunks); where() keeps NaN outside
-        # the annulus out of the sums, as the numpy path's mask indexing does
-        lazy = da.where(mask, data, 0).sum(axis=(2, 3), dtype=np.float64)
-        if progress:
-            from tqdm.dask import TqdmCallback
-
-            with TqdmCallback(desc="annular image (chunks)"):
-                image = np.asarray(lazy.compute(), dtype=np.float64)
-        else:
-            image = np.asarray(lazy.compute(), dtype=np.float64)
-    else:
-        from tqdm.auto import tqdm
-
-        ny, nx = data.shape[:2]
-        rows = max(1, _BLOCK_BYTES // max(1, nx * data[0, 0].nbytes))
-        image = np.empty((ny, nx))
-        for start in tqdm(range(0, ny, rows), desc="annular image (rows)", disable=not progress):
-            image[start:start + rows] = _block_sums(data[start:start + rows], mask)
-
+        _raise_empty_annulus(inner_mrad, outer_mrad, angle, cal)
+    (image,) = core.map_patterns(
+        data, core.PerPattern(_block_sums, (), np.float64, dict(mask=mask)),
+        desc="annular image", progress=progress,
+    )
     bad = np.count_nonzero(~np.isfinite(image))
     if bad:
         raise ValueError(
@@ -302,3 +170,60 @@ def annular_image(
             "drop the affected patterns."
         )
     return image
+
+
+def _check_angles(inner_mrad, outer_mrad) -> None:
+    if inner_mrad is None or not np.isfinite(inner_mrad) or inner_mrad < 0:
+        raise ValueError(
+            f"inner_mrad must be a non-negative angle in mrad; got {inner_mrad!r}. Use 0 for a "
+            "disk (bright-field) detector."
+        )
+    if outer_mrad is None:
+        return
+    if np.isnan(outer_mrad) or outer_mrad < 0:
+        raise ValueError(
+            f"outer_mrad must be a non-negative angle in mrad, or None for the camera's "
+            f"corners; got {outer_mrad!r}."
+        )
+    if inner_mrad >= outer_mrad:
+        raise ValueError(
+            f"inner_mrad ({inner_mrad}) must be smaller than outer_mrad ({outer_mrad}): the "
+            "annulus runs from inner (included) to outer (excluded). Swap them, or leave "
+            "outer_mrad out to reach the camera's corners."
+        )
+
+
+def _find_centre(centre, data, progress) -> tuple[float, float] | None:
+    """The pixel taken as k = 0: None (the calibration's), the BF-disk centre, or a pair."""
+    if not isinstance(centre, str):
+        return _centre_pair(centre, data.shape[-2:])
+    if centre == "calibration":
+        return None
+    if centre != "bf_disk":
+        raise ValueError(
+            f"centre must be 'calibration', 'bf_disk' or a pixel position (cy, cx); got "
+            f"{centre!r}."
+        )
+    from rrvae_nb.preprocess import bf_disk_centre
+
+    mean = core.mean_pattern(data, progress=progress)
+    if not np.isfinite(mean).all():
+        raise ValueError(
+            "The mean pattern contains NaN or inf, so the bright-field disk cannot be "
+            "found: replace them first (e.g. np.nan_to_num) or pass centre=(cy, cx)."
+        )
+    return bf_disk_centre(mean)
+
+
+def _raise_empty_annulus(inner_mrad, outer_mrad, angle, cal):
+    reach = float(angle.max())
+    if inner_mrad > reach:
+        raise ValueError(
+            f"The annulus from {inner_mrad:g} mrad holds no camera pixel: the camera reaches "
+            f"{reach:.1f} mrad at most (about this centre): lower inner_mrad."
+        )
+    raise ValueError(
+        f"No camera pixel lies between {inner_mrad:g} and {outer_mrad:g} mrad (pixels are "
+        f"{min(cal.k_steps_mrad):.3g} mrad apart or more): widen the annulus (lower "
+        "inner_mrad or raise outer_mrad)."
+    )

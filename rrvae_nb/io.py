@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rrvae_nb import core
 from rrvae_nb._atomic import replace_atomically
 from rrvae_nb.signals import (
     HOW_TO_GET_A_SIGNAL,
@@ -57,6 +58,12 @@ from rrvae_nb.signals import (
     calibration_of,
     make_signal,
     require_hyperspy,
+)
+from rrvae_nb.units import (
+    ANGLE_TO_MRAD,
+    LENGTH_TO_NM,
+    RECIPROCAL_TO_INV_NM,
+    electron_wavelength_nm,
 )
 
 __all__ = [
@@ -71,63 +78,15 @@ __all__ = [
     "electron_wavelength_nm",
 ]
 
-#: Target size of one dask chunk when reading lazily, in bytes.
-LAZY_CHUNK_BYTES = 64 * 2**20
+#: Target size of one dask chunk when reading lazily, in bytes: the core's one budget.
+LAZY_CHUNK_BYTES = core.BLOCK_BYTES
 
 _NION_SUFFIXES = (".ndata1", ".ndata")
 
-# Length units -> nm.
-_TO_NM = {
-    "nm": 1.0,
-    "Å": 0.1,
-    "A": 0.1,
-    "angstrom": 0.1,
-    "pm": 1e-3,
-    "µm": 1e3,
-    "um": 1e3,
-    "m": 1e9,
-}
-# Angle units -> mrad.
-_TO_MRAD = {
-    "mrad": 1.0,
-    "rad": 1e3,
-    "µrad": 1e-3,
-    "urad": 1e-3,
-    "deg": math.pi / 180 * 1e3,
-    "°": math.pi / 180 * 1e3,
-}
-# Reciprocal-length units -> 1/nm (converted to angles with the electron wavelength).
-_TO_INV_NM = {"1/nm": 1.0, "nm^-1": 1.0, "1/Å": 10.0, "1/A": 10.0, "Å^-1": 10.0}
-
-
-# --------------------------------------------------------------------------------------------
-# Physics helper
-# --------------------------------------------------------------------------------------------
-
-
-def electron_wavelength_nm(energy_kev: float) -> float:
-    """Relativistic de Broglie wavelength of an electron, in nm.
-
-    Written here (two lines) rather than imported from abTEM so that reading files does not need
-    the simulation extra.
-
-    Parameters
-    ----------
-    energy_kev : float
-        Beam (kinetic) energy in keV, e.g. 60 for a 60 kV microscope.
-
-    Returns
-    -------
-    float
-        Wavelength in nm (about 0.004866 nm at 60 keV, 0.002508 nm at 200 keV).
-    """
-    from scipy import constants as c
-
-    if not (np.isfinite(energy_kev) and energy_kev > 0):
-        raise ValueError(f"The beam energy must be a positive number of keV; got {energy_kev!r}.")
-    e_j = energy_kev * 1e3 * c.e
-    p = math.sqrt(2 * c.m_e * e_j * (1 + e_j / (2 * c.m_e * c.c**2)))
-    return c.h / p * 1e9
+# Unit tables (one set for the package, in rrvae_nb.units).
+_TO_NM = LENGTH_TO_NM
+_TO_MRAD = ANGLE_TO_MRAD
+_TO_INV_NM = RECIPROCAL_TO_INV_NM
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,8 +558,7 @@ def _as_dask(arr):
     """Wrap a (memory-mapped) array in dask, chunked along scan y with whole patterns."""
     import dask.array as da
 
-    row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-    rows = int(max(1, min(arr.shape[0], LAZY_CHUNK_BYTES // row_bytes)))
+    rows = core.block_rows(arr.shape, arr.dtype.itemsize, LAZY_CHUNK_BYTES)
     chunks = (rows,) + tuple(arr.shape[1:])
     return da.from_array(arr, chunks=chunks, name=False, asarray=False)
 
@@ -1011,8 +969,7 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
     date_time = ts.astimezone(timezone.utc).timetuple()[:6] if ts.tzinfo else ts.timetuple()[:6]
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     lazy = not isinstance(data, np.ndarray)
-    row_bytes = max(1, nbytes // max(1, shape[0]))
-    rows = int(max(1, min(shape[0], LAZY_CHUNK_BYTES // row_bytes)))
+    rows = core.block_rows(shape, dtype.itemsize, LAZY_CHUNK_BYTES)
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w") as zf:

@@ -41,10 +41,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
 
+from rrvae_nb import core
 from rrvae_nb._checks import FLOAT32_MAX, complex_message, float32_range_message
-from rrvae_nb.signals import Calibration, calibration_of, make_signal, require_hyperspy
+from rrvae_nb.signals import Calibration, make_signal, require_hyperspy
 
 __all__ = [
     "Prepared",
@@ -59,8 +59,8 @@ __all__ = [
     "normalise",
 ]
 
-#: Target size in bytes of one batch of raw patterns in the numpy path (bounds the temporaries).
-BATCH_BYTES = 64 * 2**20
+#: Target size in bytes of one batch of raw patterns in the numpy path: the core's one budget.
+BATCH_BYTES = core.BLOCK_BYTES
 
 #: Extra random directions used by the randomized PCA beyond the requested components (accuracy).
 PCA_OVERSAMPLING = 10
@@ -71,10 +71,6 @@ PCA_POWER_ITERATIONS = 4
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _is_dask(array) -> bool:
-    return type(array).__module__.startswith("dask")
 
 
 def _as_patterns(patterns, name: str = "patterns") -> np.ndarray:
@@ -187,21 +183,13 @@ def _window_origin(centre_px, window: tuple[int, int], shape: tuple[int, int], s
     if centre_px is None:
         # A plain crop never interpolates: the window starts on a whole pixel, (H - h) // 2.
         return float((H - h) // 2), float((W - w) // 2)
-    try:
-        cy, cx = (float(c) for c in centre_px)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"centre_px must be two numbers (ky, kx) in pixels; got {centre_px!r}."
-        ) from err
-    if not (np.isfinite(cy) and np.isfinite(cx)):
-        raise ValueError(f"centre_px must be two finite numbers (ky, kx); got {centre_px!r}.")
-    if not (0 <= cy <= H - 1 and 0 <= cx <= W - 1):
-        raise ValueError(
-            f"centre_px ({cy:.4g}, {cx:.4g}) lies outside the {H} x {W} patterns, so the window "
-            f"would hold little or nothing of them: the centre must satisfy 0 <= ky <= {H - 1} "
-            f"and 0 <= kx <= {W - 1} (pixels, row and column). Pass the disk centre in pixels, "
-            "e.g. bf_disk_centre(patterns.mean(axis=0)), not in mrad."
-        )
+    cy, cx = core.pixel_pair(centre_px, "centre_px")
+    core.check_on_camera(
+        (cy, cx), (H, W), label=f"centre_px ({cy:.4g}, {cx:.4g})", subject="the centre",
+        noun="patterns, so the window would hold little or nothing of them",
+        fix="Pass the disk centre in pixels, e.g. bf_disk_centre(patterns.mean(axis=0)), not in "
+            "mrad.",
+    )
     oy, ox = cy - (h - 1) / 2, cx - (w - 1) / 2
     if not subpixel:
         oy, ox = float(math.floor(oy + 0.5)), float(math.floor(ox + 0.5))
@@ -659,7 +647,7 @@ class _SquareGrid:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _PatternSteps:
     """Per-pattern part of the pipeline (steps 1-4): picklable, so it can run on dask workers."""
 
     shape: tuple[int, int]
@@ -702,12 +690,48 @@ class _Plan:
         return 1.0
 
 
-def _reduce_block(block: np.ndarray, plan: _Plan) -> np.ndarray:
-    """dask map_blocks kernel: (..., H, W) block -> (..., h, w) float32."""
+def _reduce_block(block: np.ndarray, steps: _PatternSteps) -> np.ndarray:
+    """Per-pattern kernel: a (..., H, W) block -> (..., h, w) float32.
+
+    Bad counts (NaN, negative values under an intensity scale) give NaN patterns here instead of
+    an error, so that :func:`_check_stats`, which sees the whole scan, names them.
+    """
     lead = block.shape[:-2]
-    with np.errstate(over="ignore"):  # values beyond float32 are refused by prepare's checks
-        out = plan.apply(block.reshape((-1,) + plan.shape))
-    return out.reshape(lead + plan.out_shape)
+    try:
+        with np.errstate(over="ignore"):  # values beyond float32 are refused by _check_stats
+            out = steps.apply(block.reshape((-1,) + steps.shape))
+    except ValueError:
+        out = np.full((int(np.prod(lead, dtype=np.int64)),) + steps.out_shape, np.nan,
+                      dtype=np.float32)
+    return out.reshape(lead + steps.out_shape)
+
+
+#: Per-pattern statistics of the raw counts, the columns of :func:`_pattern_stats`.
+_STATS = ("nonfinite", "nonzero", "minimum", "beyond_float32", "largest_beyond")
+
+
+def _pattern_stats(block: np.ndarray) -> np.ndarray:
+    """(..., H, W) raw patterns -> (..., 5) float64 statistics, columns as in ``_STATS``."""
+    lead = block.shape[:-2]
+    flat = np.asarray(block).reshape((-1, block.shape[-2] * block.shape[-1]))
+    out = np.zeros((len(flat), len(_STATS)))
+    if len(flat):
+        out[:, 0] = np.count_nonzero(~np.isfinite(flat), axis=1)
+        out[:, 1] = flat.any(axis=1)
+        out[:, 2] = flat.min(axis=1)
+        if np.issubdtype(flat.dtype, np.floating) and flat.dtype.itemsize > 4:
+            a = np.abs(flat)
+            big = (a > FLOAT32_MAX) & np.isfinite(a)
+            out[:, 3] = np.count_nonzero(big, axis=1)
+            out[:, 4] = np.where(big, a, 0).max(axis=1)
+    return out.reshape(lead + (len(_STATS),))
+
+
+def _check_stats(stats: np.ndarray, scale) -> None:
+    """Raise for bad raw counts, from the (..., 5) statistics of :func:`_pattern_stats`."""
+    s = np.asarray(stats).reshape(-1, len(_STATS))
+    _raise_on_bad_counts(int(s[:, 0].sum()), np.flatnonzero(s[:, 1] == 0), s[:, 2].min(),
+                         scale, (int(s[:, 3].sum()), float(s[:, 4].max())))
 
 
 def _beyond_float32(batch) -> tuple[int, float]:
@@ -745,37 +769,15 @@ def _raise_on_bad_counts(nonfinite: int, zero_index: np.ndarray, minimum, scale,
         )
 
 
-def _numpy_batches(source: np.ndarray, H: int, W: int):
-    """Yield (flat start index, batch (n, H, W)) over a numpy (…, H, W) array, about BATCH_BYTES."""
-    per_item = int(np.prod(source.shape[1:-2], dtype=np.int64))  # patterns per leading index
-    item_bytes = per_item * H * W * source.dtype.itemsize
-    step = max(1, BATCH_BYTES // max(item_bytes, 1))
-    for i in range(0, source.shape[0], step):
-        batch = source[i : i + step]
-        yield i * per_item, batch.reshape(-1, H, W)
-
-
 def _unpack(data, calibration, scan_shape):
     """Return (array, calibration, scan_shape, from_signal) from a signal or an array."""
-    if hasattr(data, "axes_manager"):
-        if calibration is not None:
-            raise ValueError(
-                "calibration= is for numpy input; a hyperspy signal carries its own calibration "
-                "(set its axes' scale/units instead)."
-            )
-        calibration = calibration_of(data)  # raises a ValueError naming the fix
-        array = data.data
-        return array, calibration, tuple(int(n) for n in array.shape[:2]), True
-    if calibration is not None and not isinstance(calibration, Calibration):
-        raise ValueError(
-            f"calibration must be a rrvae_nb.signals.Calibration; got {type(calibration)!r}."
-        )
-    array = data if _is_dask(data) else np.asarray(data)
+    array, calibration = core.as_data(data, calibration)
+    from_signal = hasattr(data, "axes_manager")
     if array.ndim == 4:
         grid = tuple(int(n) for n in array.shape[:2])
-        if scan_shape is not None and tuple(scan_shape) != grid:
+        if scan_shape is not None and not from_signal and tuple(scan_shape) != grid:
             raise ValueError(f"scan_shape={scan_shape} contradicts the data's scan grid {grid}.")
-        return array, calibration, grid, False
+        return array, calibration, grid, from_signal
     if array.ndim == 3:
         if scan_shape is not None:
             scan_shape = tuple(int(n) for n in scan_shape)
@@ -1003,13 +1005,48 @@ def prepare(
         ``bin_factor`` and ``size``, NaN/inf values, all-zero patterns, negative counts with
         ``scale``, an uncalibrated signal, or bad PCA component counts.
     """
+    options = dict(locals())  # prepare's keywords, checked into a plan
+    plan = _plan(options.pop("data"), **options)
+    reduced, stats, centre_px, steps = _reduce(plan)
+    return _finish(plan, reduced, stats, centre_px, steps)
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What :func:`prepare` will do, checked before any pass over the data."""
+
+    array: object                   # numpy or dask (..., H, W) raw data
+    calibration: Calibration | None  # on square pixels
+    grid: tuple[int, int] | None    # scan shape
+    steps: _PatternSteps            # per-pattern steps (origin set by _reduce)
+    record: dict                    # the parameters, for Prepared.steps
+    centre: bool
+    threshold: float
+    subpixel: bool
+    square_shape: tuple[int, int]   # pattern shape on square pixels
+    scale: object
+    subtract_mean: bool
+    pca_components: int | None
+    pca_keep: int | None
+    normalise: bool
+    seed: int
+    progress: bool
+    compute: bool
+
+    @property
+    def n_patterns(self) -> int:
+        return int(np.prod(self.array.shape[:-2], dtype=np.int64))
+
+
+def _plan(data, *, centre, threshold, subpixel, crop, bin_factor, bin_reduce, size, scale,
+          subtract_mean, pca_components, pca_keep, normalise, calibration, scan_shape, seed,
+          progress, compute, square_pixels) -> _Plan:
+    """Step 1 of :func:`prepare`: check the data and every setting, raise before any pass."""
     array, cal, grid, from_signal = _unpack(data, calibration, scan_shape)
-    lazy = _is_dask(array)
     _check_dtype(array.dtype, "data")
     if array.size == 0:
         raise ValueError(f"The data are empty (shape {array.shape}); nothing to preprocess.")
     H, W = (int(n) for n in array.shape[-2:])
-    n_patterns = int(np.prod(array.shape[:-2], dtype=np.int64))
     square_from = None if cal is None else cal.k_steps_mrad
     square, cal = _square_pixels(square_pixels, cal, (H, W))
     Hs, Ws = (H, W) if square is None else square.out_shape((H, W))  # on square pixels
@@ -1020,6 +1057,41 @@ def prepare(
             "window."
         )
     window = _window_shape(crop, (Hs, Ws))
+    bin_factor, size = _check_reduction(bin_factor, bin_reduce, size, window)
+    _check_scale(scale)
+    steps = _PatternSteps(shape=(H, W), origin=(0.0, 0.0), window=window, bin_factor=bin_factor,
+                          bin_reduce=bin_reduce, size=size, scale=scale, square=square)
+    n_patterns = int(np.prod(array.shape[:-2], dtype=np.int64))
+    pca_components = _check_pca(pca_components, pca_keep, n_patterns, steps.out_shape)
+    lazy = core.is_dask(array)
+    if lazy and not compute and pca_components is not None:
+        raise ValueError(
+            "PCA needs the patterns in memory: use compute=True, or denoise a sample "
+            "(rrvae_nb.stream.sample_patterns + pca_denoise)."
+        )
+    record = dict(
+        input_shape=tuple(int(n) for n in array.shape), input_lazy=lazy,
+        input_signal=from_signal, centre=centre, threshold=threshold, subpixel=subpixel,
+        window_origin_px=None, crop=crop, bin_factor=bin_factor,
+        bin_reduce=bin_reduce if bin_factor is not None else None, size=size, scale=scale,
+        subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
+        normalise=normalise,
+    )
+    if square is not None:
+        record["square_pixels"] = dict(
+            resampled=True, from_k_steps_mrad=tuple(square_from), k_step_mrad=cal.k_step_mrad,
+            shape=(Hs, Ws),
+        )
+    return _Plan(
+        array=array, calibration=cal, grid=grid, steps=steps, record=record, centre=centre,
+        threshold=threshold, subpixel=subpixel, square_shape=(Hs, Ws), scale=scale,
+        subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
+        normalise=normalise, seed=seed, progress=progress, compute=compute or not lazy,
+    )
+
+
+def _check_reduction(bin_factor, bin_reduce, size, window):
+    """Checked (bin_factor, size): binning that divides the window, or a resize, not both."""
     if bin_factor is not None and size is not None:
         raise ValueError("Give either bin_factor= or size= (resize), not both.")
     if bin_factor is not None:
@@ -1034,151 +1106,113 @@ def prepare(
             )
     if size is not None:
         size = _square_size(size, "size")
-    _check_scale(scale)
+    return bin_factor, size
+
+
+def _check_pca(pca_components, pca_keep, n_patterns, out_shape):
+    """Checked number of PCA components (None: no PCA)."""
     if pca_keep is not None and pca_components is None:
         raise ValueError("pca_keep needs pca_components (the number of components to estimate).")
-    plan = _Plan(shape=(H, W), origin=(0.0, 0.0), window=window, bin_factor=bin_factor,
-                 bin_reduce=bin_reduce, size=size, scale=scale, square=square)
-    h, w = plan.out_shape
-    if pca_components is not None:
-        pca_components = _square_size(pca_components, "pca_components")
-        if pca_components > min(n_patterns, h * w):
-            raise ValueError(
-                f"pca_components={pca_components} exceeds min(patterns, pixels per reduced "
-                f"pattern) = {min(n_patterns, h * w)}; choose fewer components."
-            )
-        if pca_keep is not None and _square_size(pca_keep, "pca_keep") > pca_components:
-            raise ValueError(
-                f"pca_keep={pca_keep} must not exceed pca_components={pca_components}."
-            )
+    if pca_components is None:
+        return None
+    pca_components = _square_size(pca_components, "pca_components")
+    h, w = out_shape
+    if pca_components > min(n_patterns, h * w):
+        raise ValueError(
+            f"pca_components={pca_components} exceeds min(patterns, pixels per reduced "
+            f"pattern) = {min(n_patterns, h * w)}; choose fewer components."
+        )
+    if pca_keep is not None and _square_size(pca_keep, "pca_keep") > pca_components:
+        raise ValueError(f"pca_keep={pca_keep} must not exceed pca_components={pca_components}.")
+    return pca_components
 
-    def run_dask(*collections, desc):
-        import dask
-        from tqdm.dask import TqdmCallback
 
-        with TqdmCallback(desc=desc, disable=not progress):
-            return dask.compute(*collections)
+def _reduce(plan: _Plan):
+    """Step 2 of :func:`prepare`: the passes over the raw data (numpy or dask, one code path).
 
-    if lazy:
-        import dask.array as da
+    Pass 1 (only when centring) reads the mean raw pattern and finds the BF disk in it; pass 2
+    reduces every pattern (centre, crop, bin/resize, scale) and gathers the statistics of the
+    raw counts that :func:`_check_stats` checks. Lazy data stay lazy when ``compute=False``.
 
-        signal_axes = {array.ndim - 2: -1, array.ndim - 1: -1}
-        array = array.rechunk(signal_axes)
-        nav_axes = tuple(range(array.ndim - 2))
-        stats = [
-            da.count_nonzero(~da.isfinite(array)),
-            ~(array != 0).any(axis=(-2, -1)),
-            array.min(),
-        ]
-        if np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4:
-            big = (da.fabs(array) > FLOAT32_MAX) & da.isfinite(array)
-            stats += [da.count_nonzero(big), da.where(big, da.fabs(array), 0).max()]
-        else:
-            stats += [0, 0.0]
-        mean_raw = array.mean(axis=nav_axes, dtype=np.float64)
-
-    # Pass 1 (only when centring): mean raw pattern, and the checks on the raw counts.
-    centre_px = None
-    checked = False
-    if centre:
-        if lazy:
-            *found, mean_raw = run_dask(*stats, mean_raw, desc="mean pattern")
-            _check_stats(found, scale)
-        else:
-            total = np.zeros((H, W), dtype=np.float64)
-            nonfinite, zero_list, minimum, beyond = 0, [], np.inf, (0, 0.0)
-            with tqdm(total=n_patterns, desc="mean pattern", unit="pattern",
-                      disable=not progress) as bar:
-                for start, batch in _numpy_batches(array, H, W):
-                    nonfinite += int(np.count_nonzero(~np.isfinite(batch)))
-                    zero_list.append(start + np.flatnonzero(~batch.reshape(len(batch), -1).any(1)))
-                    minimum = min(minimum, batch.min())
-                    count, largest = _beyond_float32(batch)
-                    beyond = (beyond[0] + count, max(beyond[1], largest))
-                    total += batch.sum(axis=0, dtype=np.float64)
-                    bar.update(len(batch))
-            _raise_on_bad_counts(nonfinite, np.concatenate(zero_list), minimum, scale, beyond)
-            mean_raw = total / n_patterns
-        checked = True
-        if square is not None:
-            mean_raw = square.apply(mean_raw[None].astype(np.float32))[0]
-        centre_px = bf_disk_centre(mean_raw, threshold)
-
-    origin = _window_origin(centre_px, window, (Hs, Ws), subpixel)
-    plan = replace(plan, origin=origin)
-
-    steps = dict(
-        input_shape=tuple(int(n) for n in array.shape), input_lazy=lazy,
-        input_signal=from_signal, centre=centre, threshold=threshold, subpixel=subpixel,
-        window_origin_px=origin, crop=crop, bin_factor=bin_factor,
-        bin_reduce=bin_reduce if bin_factor is not None else None, size=size, scale=scale,
-        subtract_mean=subtract_mean, pca_components=pca_components, pca_keep=pca_keep,
-        normalise=normalise,
+    Returns (reduced (..., h, w), statistics (..., 5), centre_px, the steps with their origin).
+    """
+    centre_px = _disk_centre(plan) if plan.centre else None
+    origin = _window_origin(centre_px, plan.steps.window, plan.square_shape, plan.subpixel)
+    steps = replace(plan.steps, origin=origin)
+    reduced, stats = core.map_patterns(
+        plan.array,
+        core.PerPattern(_reduce_block, steps.out_shape, np.float32, dict(steps=steps)),
+        core.PerPattern(_pattern_stats, (len(_STATS),), np.float64),
+        desc="reducing patterns", progress=plan.progress, compute_result=plan.compute,
     )
-    if square is not None:
-        steps["square_pixels"] = dict(
-            resampled=True, from_k_steps_mrad=tuple(square_from), k_step_mrad=cal.k_step_mrad,
-            shape=(Hs, Ws),
+    return reduced, stats, centre_px, steps
+
+
+def _disk_centre(plan: _Plan) -> tuple[float, float]:
+    """BF disk centre (ky, kx) of the mean raw pattern, on square pixels."""
+    mean = core.mean_pattern(plan.array, progress=plan.progress)
+    square = plan.steps.square
+    try:
+        if square is not None:
+            mean = square.apply(mean[None].astype(np.float32))[0]
+        return bf_disk_centre(mean, plan.threshold)
+    except ValueError:  # bad counts spoil the mean: name them rather than the mean
+        (stats,) = core.map_patterns(
+            plan.array, core.PerPattern(_pattern_stats, (len(_STATS),), np.float64),
+            desc="checking the data", progress=plan.progress,
         )
+        _check_stats(stats, plan.scale)
+        raise
 
-    # Pass 2: per-pattern reduction (centre, crop, bin/resize, scale).
-    if lazy:
-        reduced_lazy = array.map_blocks(
-            _reduce_block, plan=plan, dtype=np.float32,
-            chunks=array.chunks[:-2] + ((h,), (w,)),
-            meta=np.empty((0,) * array.ndim, dtype=np.float32),
+
+def _finish(plan: _Plan, reduced, stats, centre_px, steps: _PatternSteps) -> Prepared:
+    """Step 3 of :func:`prepare`: check the counts; mean, PCA and normalisation of the stack.
+
+    numpy and dask stacks take the same steps; a lazy stack (``compute=False``) costs two
+    streaming passes (statistics with the mean pattern, then the value range).
+    """
+    h, w = steps.out_shape
+    reduced = reduced.reshape(plan.n_patterns, h, w)
+    record = dict(plan.record, window_origin_px=steps.origin)
+    if not plan.compute:
+        record["computed"] = False
+    stats, mean = core.compute(stats, reduced.mean(axis=0, dtype=np.float64),
+                               desc="mean pattern", progress=plan.progress)
+    _check_stats(stats, plan.scale)
+    mean_pattern = np.asarray(mean).astype(np.float32)
+    out = reduced - mean_pattern if plan.subtract_mean else reduced
+    if plan.pca_components is not None:
+        out, ratio = pca_denoise(out, plan.pca_components, plan.pca_keep, seed=plan.seed)
+        record["pca_explained_variance_ratio"] = [float(r) for r in ratio]
+        record["seed"] = plan.seed
+    if plan.normalise:
+        lo, hi = (float(v) for v in core.compute(out.min(), out.max(), desc="value range",
+                                                 progress=plan.progress))
+        out = _to_unit_range(out, lo, hi)
+        record["value_range"] = (lo, hi)
+    if not core.is_dask(out):
+        out = np.ascontiguousarray(out, dtype=np.float32)
+    step_px, k_origin, cal_out = _reduced_calibration(steps, plan.calibration)
+    return Prepared(patterns=out, scan_shape=plan.grid, calibration=cal_out,
+                    mean_pattern=mean_pattern, centre_px=centre_px, k_origin_px=k_origin,
+                    k_step_px=step_px, steps=record)
+
+
+def _to_unit_range(x, lo: float, hi: float):
+    """(x - lo) / (hi - lo) in float32, for numpy and dask stacks alike (as :func:`normalise`)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(
+            f"The preprocessed patterns contain NaN or infinite values (range [{lo}, {hi}]), "
+            "e.g. binned sums beyond the float32 range. Scale the data down first."
         )
-        if not compute:
-            steps["computed"] = False
-            reduced, mean_pattern = _reduce_lazily(
-                reduced_lazy.reshape(n_patterns, h, w), checked, stats, scale, subtract_mean,
-                normalise, pca_components, run_dask, steps,
-            )
-            return _prepared(reduced, plan, origin, cal, grid, centre_px, mean_pattern, steps)
-        if checked:
-            (reduced,) = run_dask(reduced_lazy, desc="reducing patterns")
-        else:
-            reduced, *found = run_dask(reduced_lazy, *stats, desc="reducing patterns")
-            _check_stats(found, scale)
-        if not reduced.flags.owndata:  # may view the caller's data: never modify that in place
-            reduced = reduced.copy()
-        reduced = np.ascontiguousarray(reduced).reshape(n_patterns, h, w)
-    else:
-        reduced = np.empty((n_patterns, h, w), dtype=np.float32)
-        with tqdm(total=n_patterns, desc="reducing patterns", unit="pattern",
-                  disable=not progress) as bar:
-            for start, batch in _numpy_batches(array, H, W):
-                if not checked:
-                    _raise_on_bad_counts(
-                        int(np.count_nonzero(~np.isfinite(batch))),
-                        start + np.flatnonzero(~batch.reshape(len(batch), -1).any(1)),
-                        batch.min(), scale, _beyond_float32(batch),
-                    )
-                reduced[start : start + len(batch)] = plan.apply(batch)
-                bar.update(len(batch))
-
-    # Steps on the reduced stack: mean, PCA, normalisation.
-    mean_pattern = reduced.mean(axis=0, dtype=np.float64).astype(np.float32)
-    if subtract_mean:
-        reduced -= mean_pattern
-    if pca_components is not None:
-        reduced, ratio = pca_denoise(reduced, pca_components, pca_keep, seed=seed)
-        steps["pca_explained_variance_ratio"] = [float(r) for r in ratio]
-        steps["seed"] = seed
-    if normalise:
-        lo, hi = float(reduced.min()), float(reduced.max())
-        reduced = _normalise_stack(reduced, (lo, hi))
-        steps["value_range"] = (lo, hi)
-
-    reduced = np.ascontiguousarray(reduced, dtype=np.float32)
-    return _prepared(reduced, plan, origin, cal, grid, centre_px, mean_pattern, steps)
-
-
-def _check_stats(found, scale) -> None:
-    """Raise for the raw-count statistics computed by dask (see ``stats`` in prepare)."""
-    nonfinite, zero_flags, minimum, big_count, big_max = found
-    _raise_on_bad_counts(int(nonfinite), np.flatnonzero(np.ravel(zero_flags)), minimum, scale,
-                         (int(big_count), float(big_max)))
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if not hi32 > lo32:
+        raise ValueError(
+            f"Cannot normalise: the value range [{lo32:.4g}, {hi32:.4g}] is empty (all values "
+            "equal). Check that the patterns differ; with subtract_mean=True a stack of "
+            "identical patterns becomes all zeros."
+        )
+    return (x - lo32) / (hi32 - lo32)
 
 
 SQUARE_PIXEL_CHOICES = ("refuse", "resample")
@@ -1215,24 +1249,9 @@ def _square_pixels(choice, cal, shape):
     return square, replace(cal, k_steps_mrad=(fine, fine))
 
 
-def _prepared(patterns, plan, origin, cal, grid, centre_px, mean_pattern, steps) -> Prepared:
-    """The result of :func:`prepare`, with the calibration of the reduced patterns."""
-    step_px, k_origin, cal_out = _reduced_calibration(plan, origin, cal)
-    return Prepared(
-        patterns=patterns,
-        scan_shape=grid,
-        calibration=cal_out,
-        mean_pattern=mean_pattern,
-        centre_px=centre_px,
-        k_origin_px=k_origin,
-        k_step_px=step_px,
-        steps=steps,
-    )
-
-
-def _reduced_calibration(plan, origin, cal):
+def _reduced_calibration(steps: _PatternSteps, cal):
     """Pixel step, first-pixel position (raw px) and Calibration of the reduced patterns."""
-    step_px = plan.k_step_px
+    step_px, origin = steps.k_step_px, steps.origin
     k_origin = (origin[0] + (step_px - 1) / 2, origin[1] + (step_px - 1) / 2)
     cal_out = None
     if cal is not None:
@@ -1244,33 +1263,3 @@ def _reduced_calibration(plan, origin, cal):
                            cal.k_offset_mrad[1] + k_origin[1] * sx),
         )
     return step_px, k_origin, cal_out
-
-
-def _reduce_lazily(reduced, checked, stats, scale, subtract_mean, normalise, pca_components,
-                   run_dask, steps):
-    """The out-of-core end of :func:`prepare`: two streaming passes, patterns stay lazy.
-
-    Returns the lazy (N, H, W) patterns and the mean reduced pattern; records the value range
-    in ``steps``."""
-    if pca_components is not None:
-        raise ValueError(
-            "PCA needs the patterns in memory: use compute=True, or denoise a sample "
-            "(rrvae_nb.stream.sample_patterns + pca_denoise)."
-        )
-    # streaming pass A: the raw-count checks (if not done) and the mean reduced pattern
-    if checked:
-        (mean,) = run_dask(reduced.mean(axis=0, dtype=np.float64), desc="mean pattern")
-    else:
-        *found, mean = run_dask(*stats, reduced.mean(axis=0, dtype=np.float64),
-                                desc="mean pattern")
-        _check_stats(found, scale)
-    mean_pattern = np.asarray(mean, dtype=np.float32)
-    out = reduced - mean_pattern if subtract_mean else reduced
-    if normalise:  # streaming pass B: the range of the whole stack
-        lo, hi = run_dask(out.min(), out.max(), desc="value range")
-        lo, hi = float(lo), float(hi)
-        if not hi > lo:
-            raise ValueError("All preprocessed patterns are identical: nothing to learn from.")
-        out = ((out - lo) / (hi - lo)).astype(np.float32)
-        steps["value_range"] = (lo, hi)
-    return out, mean_pattern

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .units import ANGLE_TO_MRAD, LENGTH_TO_NM
+
 __all__ = ["Calibration", "make_signal", "calibration_of", "require_hyperspy"]
 
 #: Relative difference below which the two steps of a pair count as one square pixel: the
@@ -405,8 +407,9 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
     return sig
 
 
-_SCAN_TO_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "pm": 1e-3, "µm": 1e3, "um": 1e3}
-_K_TO_MRAD = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}
+# Units a signal's axes may carry (rrvae_nb.units holds the factors; files may use more).
+_SCAN_TO_NM = {u: LENGTH_TO_NM[u] for u in ("nm", "Å", "A", "angstrom", "pm", "µm", "um")}
+_K_TO_MRAD = {u: ANGLE_TO_MRAD[u] for u in ("mrad", "rad", "µrad", "urad")}
 
 
 def _axis_label(ax) -> str:

@@ -26,6 +26,13 @@ its exact parameters under ``metadata.Simulation``. :func:`ground_truth_of` read
 rebuilds it from the recipe parameters (without simulating) for files that cannot hold it, such
 as Nion ``.ndata1``.
 
+Settings: the optics, the camera and the scan are grouped in three small dataclasses,
+:class:`Optics`, :class:`Camera` and :class:`Scan` (each recipe's defaults in
+:data:`RECIPE_DEFAULTS`). Every recipe takes them as ``optics=``, ``camera=``, ``scan=``, or as
+the flat keywords of its signature (``energy_kev=60``, ``scan_gpts=32``, ...); flat keywords
+given in a call override the objects' fields. Both forms give the same data, and a run records
+its parameters under the flat names.
+
 Frames and units: the scan frame has its origin at the first (nominal) probe position, the same
 origin as the navigation axes; y runs along array axis 0 and x along axis 1. The diffraction axes
 (ky, kx) are parallel to (y, x), so the centre of mass (COM) of a pattern points towards nearby
@@ -36,18 +43,25 @@ abTEM (>= 1.0.11) and ase are optional (the ``sim`` extra) and imported only whe
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from rrvae_nb.signals import Calibration, make_signal
+from rrvae_nb.units import electron_wavelength_nm
 
 __all__ = [
     "GroundTruth",
     "Simulation",
+    "Optics",
+    "Camera",
+    "Scan",
+    "Settings",
+    "RECIPE_DEFAULTS",
     "graphene",
     "zincblende_110",
     "hexagonal_bn",
@@ -170,6 +184,133 @@ class Simulation:
 
 
 # --------------------------------------------------------------------------------------------
+# Settings shared by the recipes: optics, camera, scan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optics:
+    """The beam, the probe and the wave's sampling.
+
+    Attributes
+    ----------
+    energy_kev : float
+        Beam energy (keV).
+    convergence_mrad : float
+        Probe convergence semi-angle (mrad).
+    sampling_nm : float
+        Real-space sampling of wave function and potential (nm).
+    source_size_nm : float
+        Standard deviation (nm) of the Gaussian image of the source at the sample (partial
+        spatial coherence; FWHM = 2.355 x this); 0 for a point source.
+    """
+
+    energy_kev: float = 60.0
+    convergence_mrad: float = 30.0
+    sampling_nm: float = 0.01
+    source_size_nm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Camera:
+    """The recorded patterns: angular range, camera pixels, binning and dose.
+
+    Attributes
+    ----------
+    max_angle_mrad : float
+        Half-width of the recorded patterns (mrad), centre to edge.
+    pixels : int or None
+        Resample the patterns (bilinear, electrons conserved) onto a camera of this many pixels
+        a side spanning +/- ``max_angle_mrad``; None keeps the simulation's own pixels.
+    binning : int
+        Sum b x b camera pixels after the dose is applied (needs ``pixels``).
+    electrons_per_pattern : float or None
+        Finite dose: Poisson counts for this many incident electrons per probe position; None
+        for noise-free intensities (fractions of the incident beam).
+    """
+
+    max_angle_mrad: float = 60.0
+    pixels: int | None = None
+    binning: int = 1
+    electrons_per_pattern: float | None = None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The probe positions.
+
+    Attributes
+    ----------
+    gpts : int or (int, int)
+        Probe positions (y, x); extent / gpts must give square steps.
+    extent_nm : float or (float, float)
+        Size (y, x) of the scan window (nm); the last position is one step short of it.
+    center_nm : (float, float) or None
+        Centre (y, x) of the scan window in supercell coordinates (nm); None: the recipe's
+        default (the defects' centroid, or the supercell centre).
+    jitter_nm : float
+        Standard deviation (nm) of a random error of each probe position (scan noise).
+    """
+
+    gpts: int | tuple[int, int] = 32
+    extent_nm: float | tuple[float, float] = 1.0
+    center_nm: tuple[float, float] | None = None
+    jitter_nm: float = 0.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A recipe's optics, camera and scan (its defaults: :data:`RECIPE_DEFAULTS`)."""
+
+    optics: Optics
+    camera: Camera
+    scan: Scan
+
+
+#: Flat keyword of the recipes -> (group, field) of :class:`Settings`.
+_KEYWORDS = {
+    "energy_kev": ("optics", "energy_kev"),
+    "convergence_mrad": ("optics", "convergence_mrad"),
+    "scan_center_nm": ("scan", "center_nm"),
+    "scan_extent_nm": ("scan", "extent_nm"),
+    "scan_gpts": ("scan", "gpts"),
+    "max_angle_mrad": ("camera", "max_angle_mrad"),
+    "detector_px": ("camera", "pixels"),
+    "detector_binning": ("camera", "binning"),
+    "sampling_nm": ("optics", "sampling_nm"),
+    "electrons_per_pattern": ("camera", "electrons_per_pattern"),
+    "source_size_nm": ("optics", "source_size_nm"),
+    "jitter_nm": ("scan", "jitter_nm"),
+}
+#: The experiment emulation's keywords speak of a camera and a field of view.
+_EXPERIMENT_KEYWORDS = {
+    "scan_gpts": ("scan", "gpts"),
+    "fov_nm": ("scan", "extent_nm"),
+    "camera_px": ("camera", "pixels"),
+    "camera_max_angle_mrad": ("camera", "max_angle_mrad"),
+    "camera_binning": ("camera", "binning"),
+    "electrons_per_pattern": ("camera", "electrons_per_pattern"),
+    "source_size_nm": ("optics", "source_size_nm"),
+    "jitter_nm": ("scan", "jitter_nm"),
+    "energy_kev": ("optics", "energy_kev"),
+    "convergence_mrad": ("optics", "convergence_mrad"),
+    "sampling_nm": ("optics", "sampling_nm"),
+}
+
+#: Default settings of each recipe.
+RECIPE_DEFAULTS = {
+    "graphene": Settings(Optics(60.0, 30.0, 0.01), Camera(60.0), Scan(32, 1.0)),
+    "hexagonal_bn": Settings(Optics(80.0, 25.0, 0.01), Camera(50.0), Scan(32, 1.0)),
+    "zincblende_110": Settings(Optics(200.0, 25.0, 0.008), Camera(60.0), Scan(24, 0.8)),
+    "emulate_graphene_experiment": Settings(
+        Optics(60.0, 30.0, 0.01, source_size_nm=0.02),
+        Camera(36.0, pixels=256, binning=1, electrons_per_pattern=5e4),
+        Scan(64, 1.0, jitter_nm=0.005),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
 # Optional dependencies and parameter checks
 # --------------------------------------------------------------------------------------------
 
@@ -249,14 +390,8 @@ def _centre(value) -> tuple[float, float] | None:
     return out
 
 
-def _wavelength_nm(energy_kev: float) -> float:
-    """Relativistic electron wavelength (nm) for a beam energy in keV.
-
-    h / sqrt(2 m0 e E (1 + e E / (2 m0 c^2))), E in eV, with the constants folded in; written
-    here so that parameters can be checked before abTEM is imported.
-    """
-    energy_ev = energy_kev * 1e3
-    return 1.2264262862108 / math.sqrt(energy_ev * (1.0 + 0.97847574e-6 * energy_ev))
+#: The electron wavelength in nm (relativistic, CODATA constants): one formula for the package.
+_wavelength_nm = electron_wavelength_nm
 
 
 def _check_defects(defects, material: str = "graphene") -> tuple[str, ...]:
@@ -274,13 +409,17 @@ def _check_defects(defects, material: str = "graphene") -> tuple[str, ...]:
     return defects
 
 
-def _check_optics(*, energy_kev, convergence_mrad, sampling_nm, max_angle_mrad, detector_px,
-                  detector_binning, electrons_per_pattern, source_size_nm, jitter_nm, seed,
-                  names: dict | None = None):
+def _check_optics(settings: Settings, seed, names: dict | None = None) -> dict:
     """Check the settings every recipe shares; returns them as clean Python numbers.
 
-    ``names`` maps the keys used here to the caller's parameter names for the messages.
+    The dict's keys are the recipes' flat keywords (recorded with a run's parameters); ``names``
+    maps them to the caller's parameter names for the messages.
     """
+    o, camera, scan = settings.optics, settings.camera, settings.scan
+    energy_kev, convergence_mrad, sampling_nm = o.energy_kev, o.convergence_mrad, o.sampling_nm
+    max_angle_mrad, detector_px = camera.max_angle_mrad, camera.pixels
+    detector_binning, electrons_per_pattern = camera.binning, camera.electrons_per_pattern
+    source_size_nm, jitter_nm = o.source_size_nm, scan.jitter_nm
     names = names or {}
     angle, px, binning = (names.get(k, k) for k in ("max_angle_mrad", "detector_px",
                                                     "detector_binning"))
@@ -543,37 +682,25 @@ def _graphene_plan(recipe, params, optics, defects, supercell, scan_center_nm, e
     )
 
 
-def _plan_graphene(
-    defects=(), *, supercell=(4, 7), energy_kev=60.0, convergence_mrad=30.0,
-    scan_center_nm=None, scan_extent_nm=1.0, scan_gpts=32, max_angle_mrad=60.0,
-    detector_px=None, detector_binning=1, sampling_nm=0.01, electrons_per_pattern=None,
-    source_size_nm=0.0, jitter_nm=0.0, seed=0,
-) -> _Plan:
-    defects = _check_defects(defects)
+def _plan_honeycomb(recipe, material, defects, supercell, settings: Settings, seed) -> _Plan:
+    """Plan of a honeycomb monolayer recipe (graphene, hBN)."""
+    defects = _check_defects(defects, material)
     supercell = _whole_pair("supercell", supercell)
-    extent = _pair("scan_extent_nm", scan_extent_nm, "Give the scan window size in nm, e.g. 1.")
-    gpts = _whole_pair("scan_gpts", scan_gpts)
-    centre = _centre(scan_center_nm)
-    optics = _check_optics(
-        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
-        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
-        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
-        jitter_nm=jitter_nm, seed=seed,
-    )
+    scan = settings.scan
+    extent = _pair("scan_extent_nm", scan.extent_nm, "Give the scan window size in nm, e.g. 1.")
+    gpts = _whole_pair("scan_gpts", scan.gpts)
+    centre = _centre(scan.center_nm)
+    optics = _check_optics(settings, seed)
     params = dict(
         defects=list(defects), supercell=list(supercell), scan_center_nm=None if centre is None
         else list(centre), scan_extent_nm=list(extent), scan_gpts=list(gpts), **optics,
     )
-    return _graphene_plan("graphene", params, optics, defects, supercell, centre, extent, gpts)
+    return _graphene_plan(recipe, params, optics, defects, supercell, centre, extent, gpts,
+                          material=material)
 
 
-def _plan_zincblende_110(
-    material="ZnS", thickness_nm=2.0, *, supercell=(3, 2), energy_kev=200.0,
-    convergence_mrad=25.0, scan_center_nm=None, scan_extent_nm=0.8, scan_gpts=24,
-    max_angle_mrad=60.0, detector_px=None, detector_binning=1, sampling_nm=0.008,
-    slice_thickness_nm=0.2, electrons_per_pattern=None, source_size_nm=0.0, jitter_nm=0.0,
-    seed=0,
-) -> _Plan:
+def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
+                         settings: Settings, seed) -> _Plan:
     if material not in ZINCBLENDE_LATTICE_NM:
         raise ValueError(
             f"Unknown zincblende material {material!r}: use one of "
@@ -591,15 +718,11 @@ def _plan_zincblende_110(
             f"({repeat:.3f} nm). Use thickness_nm >= {repeat:.3f}."
         )
     supercell = _whole_pair("supercell", supercell)
-    extent = _pair("scan_extent_nm", scan_extent_nm, "Give the scan window size in nm, e.g. 0.8.")
-    gpts = _whole_pair("scan_gpts", scan_gpts)
-    centre = _centre(scan_center_nm)
-    optics = _check_optics(
-        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
-        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
-        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
-        jitter_nm=jitter_nm, seed=seed,
-    )
+    scan = settings.scan
+    extent = _pair("scan_extent_nm", scan.extent_nm, "Give the scan window size in nm, e.g. 0.8.")
+    gpts = _whole_pair("scan_gpts", scan.gpts)
+    centre = _centre(scan.center_nm)
+    optics = _check_optics(settings, seed)
     params = dict(
         material=material, thickness_nm=thickness_nm, supercell=list(supercell),
         scan_center_nm=None if centre is None else list(centre), scan_extent_nm=list(extent),
@@ -623,26 +746,23 @@ def _plan_zincblende_110(
     )
 
 
-def _plan_emulate_graphene_experiment(
-    defects=("vacancy",), *, supercell=(8, 14), scan_gpts=64, fov_nm=1.0, camera_px=256,
-    camera_max_angle_mrad=36.0, camera_binning=1, electrons_per_pattern=5e4,
-    source_size_nm=0.02, jitter_nm=0.005, energy_kev=60.0, convergence_mrad=30.0,
-    sampling_nm=0.01, seed=0,
-) -> _Plan:
+def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, seed) -> _Plan:
     defects = _check_defects(defects)
     supercell = _whole_pair("supercell", supercell)
-    scan_gpts = _whole("scan_gpts", scan_gpts, 2)
-    fov_nm = _number("fov_nm", fov_nm, "Give the field of view in nm, e.g. 1.")
-    if electrons_per_pattern is None:
+    scan_gpts = _whole("scan_gpts", settings.scan.gpts, 2)
+    fov_nm = _number("fov_nm", settings.scan.extent_nm, "Give the field of view in nm, e.g. 1.")
+    if settings.scan.center_nm is not None:
+        raise ValueError(
+            "emulate_graphene_experiment centres the scan on the defect(s): leave "
+            "Scan.center_nm at None."
+        )
+    if settings.camera.electrons_per_pattern is None:
         raise ValueError(
             "emulate_graphene_experiment needs a finite dose: give electrons_per_pattern, e.g. "
             "5e4 (use graphene() for noise-free data)."
         )
     optics = _check_optics(
-        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
-        max_angle_mrad=camera_max_angle_mrad, detector_px=camera_px,
-        detector_binning=camera_binning, electrons_per_pattern=electrons_per_pattern,
-        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
+        settings, seed,
         names=dict(max_angle_mrad="camera_max_angle_mrad", detector_px="camera_px",
                    detector_binning="camera_binning"),
     )
@@ -659,39 +779,75 @@ def _plan_emulate_graphene_experiment(
                           None, (fov_nm, fov_nm), (scan_gpts, scan_gpts))
 
 
-def _plan_hexagonal_bn(
-    defects=("vacancy", "carbon"), *, supercell=(4, 7), energy_kev=80.0, convergence_mrad=25.0,
-    scan_center_nm=None, scan_extent_nm=1.0, scan_gpts=32, max_angle_mrad=50.0,
-    detector_px=None, detector_binning=1, sampling_nm=0.01, electrons_per_pattern=None,
-    source_size_nm=0.0, jitter_nm=0.0, seed=0,
-) -> _Plan:
-    defects = _check_defects(defects, "hBN")
-    supercell = _whole_pair("supercell", supercell)
-    extent = _pair("scan_extent_nm", scan_extent_nm, "Give the scan window size in nm, e.g. 1.")
-    gpts = _whole_pair("scan_gpts", scan_gpts)
-    centre = _centre(scan_center_nm)
-    optics = _check_optics(
-        energy_kev=energy_kev, convergence_mrad=convergence_mrad, sampling_nm=sampling_nm,
-        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
-        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
-        jitter_nm=jitter_nm, seed=seed,
-    )
-    params = dict(
-        defects=list(defects), supercell=list(supercell), scan_center_nm=None if centre is None
-        else list(centre), scan_extent_nm=list(extent), scan_gpts=list(gpts), **optics,
-    )
-    return _graphene_plan("hexagonal_bn", params, optics, defects, supercell, centre, extent,
-                          gpts, material="hBN")
+class _Recipe:
+    """A recipe's keyword interface, and the one place that turns a call into a :class:`_Plan`.
+
+    The signature is built from the recipe's own parameters, the flat settings keywords (with
+    the recipe's defaults, from :data:`RECIPE_DEFAULTS`) and the ``optics``, ``camera`` and
+    ``scan`` objects. Flat keywords given in a call override the objects' fields.
+    """
+
+    def __init__(self, name, planner, own, keywords=None):
+        self.name, self.planner, self.keywords = name, planner, keywords or _KEYWORDS
+        defaults = RECIPE_DEFAULTS[name]
+        P = inspect.Parameter
+        params = [P(key, P.POSITIONAL_OR_KEYWORD if positional else P.KEYWORD_ONLY,
+                    default=default) for key, default, positional in own]
+        self.own = [p.name for p in params]
+        params += [P(key, P.KEYWORD_ONLY, default=getattr(getattr(defaults, group), field))
+                   for key, (group, field) in self.keywords.items()]
+        params += [P(g, P.KEYWORD_ONLY, default=None) for g in ("optics", "camera", "scan")]
+        params += [P("seed", P.KEYWORD_ONLY, default=0)]
+        self.signature = inspect.Signature(params)
+        self.public_signature = inspect.Signature(
+            [*params, P("progress", P.KEYWORD_ONLY, default=True)],
+            return_annotation="Simulation")
+
+    def settings(self, arguments: dict, given: dict) -> Settings:
+        """The recipe's defaults, replaced by the objects given, then by the flat keywords."""
+        groups = {}
+        for group, cls in (("optics", Optics), ("camera", Camera), ("scan", Scan)):
+            value = arguments[group]
+            if value is not None and not isinstance(value, cls):
+                raise TypeError(f"{group} must be a rrvae_nb.simulate.{cls.__name__}; got "
+                                f"{type(value).__name__}.")
+            groups[group] = getattr(RECIPE_DEFAULTS[self.name], group) if value is None \
+                else value
+        for key, (group, field) in self.keywords.items():
+            if key in given:
+                groups[group] = replace(groups[group], **{field: given[key]})
+        return Settings(**groups)
+
+    def plan(self, *args, **kwargs) -> _Plan:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise TypeError(f"{self.name}(): {err}") from None
+        given = dict(bound.arguments)
+        bound.apply_defaults()
+        a = bound.arguments
+        return self.planner(**{k: a[k] for k in self.own},
+                            settings=self.settings(a, given), seed=a["seed"])
 
 
-_PLANNERS = {
-    "graphene": _plan_graphene,
-    "hexagonal_bn": _plan_hexagonal_bn,
-    "zincblende_110": _plan_zincblende_110,
-    "emulate_graphene_experiment": _plan_emulate_graphene_experiment,
+_RECIPES = {
+    "graphene": _Recipe(
+        "graphene", partial(_plan_honeycomb, "graphene", "graphene"),
+        [("defects", (), True), ("supercell", (4, 7), False)]),
+    "hexagonal_bn": _Recipe(
+        "hexagonal_bn", partial(_plan_honeycomb, "hexagonal_bn", "hBN"),
+        [("defects", ("vacancy", "carbon"), True), ("supercell", (4, 7), False)]),
+    "zincblende_110": _Recipe(
+        "zincblende_110", _plan_zincblende_110,
+        [("material", "ZnS", True), ("thickness_nm", 2.0, True), ("supercell", (3, 2), False),
+         ("slice_thickness_nm", 0.2, False)]),
+    "emulate_graphene_experiment": _Recipe(
+        "emulate_graphene_experiment", _plan_emulate_graphene_experiment,
+        [("defects", ("vacancy",), True), ("supercell", (8, 14), False)],
+        keywords=_EXPERIMENT_KEYWORDS),
 }
 #: Names of the recipes (functions of this module) that the data manifest may refer to.
-RECIPES = tuple(_PLANNERS)
+RECIPES = tuple(_RECIPES)
 
 
 def _probe_grid(plan: _Plan, rng) -> tuple[np.ndarray, int]:
@@ -750,13 +906,13 @@ def ground_truth_from_recipe(recipe: str, params: dict | str) -> GroundTruth:
         Unknown recipe or invalid parameters.
     """
     name = str(recipe).removeprefix("rrvae_nb.simulate.")
-    if name not in _PLANNERS:
+    if name not in _RECIPES:
         raise ValueError(f"Unknown recipe {recipe!r}: use one of {RECIPES}.")
     if isinstance(params, str):
         params = json.loads(params)
     params = dict(params or {})
     params.pop("progress", None)
-    plan = _PLANNERS[name](**params)
+    plan = _RECIPES[name].plan(**params)
     grid, pad = _probe_grid(plan, np.random.default_rng(plan.optics["seed"]))
     return _plan_truth(plan, grid, pad)
 
@@ -926,25 +1082,7 @@ def ground_truth_of(signal) -> GroundTruth:
 # --------------------------------------------------------------------------------------------
 
 
-def graphene(
-    defects: Sequence[str] = (),
-    *,
-    supercell: int | tuple[int, int] = (4, 7),
-    energy_kev: float = 60.0,
-    convergence_mrad: float = 30.0,
-    scan_center_nm: tuple[float, float] | None = None,
-    scan_extent_nm: float | tuple[float, float] = 1.0,
-    scan_gpts: int | tuple[int, int] = 32,
-    max_angle_mrad: float = 60.0,
-    detector_px: int | None = None,
-    detector_binning: int = 1,
-    sampling_nm: float = 0.01,
-    electrons_per_pattern: float | None = None,
-    source_size_nm: float = 0.0,
-    jitter_nm: float = 0.0,
-    seed: int | None = 0,
-    progress: bool = True,
-) -> Simulation:
+def graphene(*args, progress: bool = True, **kwargs) -> Simulation:
     """Simulate a 4D-STEM scan of monolayer graphene, pristine or with point defects.
 
     One slice (infinite projection) of an ideal, unrelaxed graphene supercell under an
@@ -993,6 +1131,9 @@ def graphene(
         positions are in the ground truth.
     seed : int, optional
         Seed of the random numbers (jitter, dose): same seed, same data.
+    optics, camera, scan : Optics, Camera, Scan, optional
+        The same settings grouped (see the module docstring); the flat keywords above, when
+        given, override their fields. Default: ``RECIPE_DEFAULTS["graphene"]``.
     progress : bool
         Show tqdm progress bars.
 
@@ -1007,37 +1148,10 @@ def graphene(
         Unknown defects, non-positive sizes/energies/angles, non-square scan steps, a scan
         window outside the supercell, or a detector beyond the sampled angles.
     """
-    plan = _plan_graphene(
-        defects, supercell=supercell, energy_kev=energy_kev, convergence_mrad=convergence_mrad,
-        scan_center_nm=scan_center_nm, scan_extent_nm=scan_extent_nm, scan_gpts=scan_gpts,
-        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
-        sampling_nm=sampling_nm, electrons_per_pattern=electrons_per_pattern,
-        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
-    )
-    return _simulate(plan, progress)
+    return _simulate(_RECIPES["graphene"].plan(*args, **kwargs), progress)
 
 
-def zincblende_110(
-    material: str = "ZnS",
-    thickness_nm: float = 2.0,
-    *,
-    supercell: int | tuple[int, int] = (3, 2),
-    energy_kev: float = 200.0,
-    convergence_mrad: float = 25.0,
-    scan_center_nm: tuple[float, float] | None = None,
-    scan_extent_nm: float | tuple[float, float] = 0.8,
-    scan_gpts: int | tuple[int, int] = 24,
-    max_angle_mrad: float = 60.0,
-    detector_px: int | None = None,
-    detector_binning: int = 1,
-    sampling_nm: float = 0.008,
-    slice_thickness_nm: float = 0.2,
-    electrons_per_pattern: float | None = None,
-    source_size_nm: float = 0.0,
-    jitter_nm: float = 0.0,
-    seed: int | None = 0,
-    progress: bool = True,
-) -> Simulation:
+def zincblende_110(*args, progress: bool = True, **kwargs) -> Simulation:
     """Simulate a 4D-STEM scan of a zincblende crystal seen along [110] (multislice).
 
     Along [110] zincblende shows "dumbbells": a cation and an anion column a / 4 apart along
@@ -1067,6 +1181,9 @@ def zincblende_110(
         ``metadata.Simulation.num_slices``.
     electrons_per_pattern, source_size_nm, jitter_nm, seed, progress :
         As in :func:`graphene`.
+    optics, camera, scan : Optics, Camera, Scan, optional
+        The same settings grouped (see the module docstring); the flat keywords above, when
+        given, override their fields. Default: ``RECIPE_DEFAULTS["zincblende_110"]``.
 
     Returns
     -------
@@ -1079,36 +1196,10 @@ def zincblende_110(
         Unknown material, non-positive thickness/sizes/energies, a thickness below one [110]
         repeat, non-square scan steps, or a scan window outside the supercell.
     """
-    plan = _plan_zincblende_110(
-        material, thickness_nm, supercell=supercell, energy_kev=energy_kev,
-        convergence_mrad=convergence_mrad, scan_center_nm=scan_center_nm,
-        scan_extent_nm=scan_extent_nm, scan_gpts=scan_gpts, max_angle_mrad=max_angle_mrad,
-        detector_px=detector_px, detector_binning=detector_binning, sampling_nm=sampling_nm,
-        slice_thickness_nm=slice_thickness_nm, electrons_per_pattern=electrons_per_pattern,
-        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
-    )
-    return _simulate(plan, progress)
+    return _simulate(_RECIPES["zincblende_110"].plan(*args, **kwargs), progress)
 
 
-def hexagonal_bn(
-    defects: Sequence[str] = ("vacancy", "carbon"),
-    *,
-    supercell: int | tuple[int, int] = (4, 7),
-    energy_kev: float = 80.0,
-    convergence_mrad: float = 25.0,
-    scan_center_nm: tuple[float, float] | None = None,
-    scan_extent_nm: float | tuple[float, float] = 1.0,
-    scan_gpts: int | tuple[int, int] = 32,
-    max_angle_mrad: float = 50.0,
-    detector_px: int | None = None,
-    detector_binning: int = 1,
-    sampling_nm: float = 0.01,
-    electrons_per_pattern: float | None = None,
-    source_size_nm: float = 0.0,
-    jitter_nm: float = 0.0,
-    seed: int | None = 0,
-    progress: bool = True,
-) -> Simulation:
+def hexagonal_bn(*args, progress: bool = True, **kwargs) -> Simulation:
     """Simulate a 4D-STEM scan of monolayer hexagonal boron nitride (hBN) with point defects.
 
     A material the book's chapters do not use: the package's defaults are tested on it (the
@@ -1129,6 +1220,9 @@ def hexagonal_bn(
         As in :func:`graphene` (rectangular cells of 0.434 nm x 0.250 nm along (y, x)).
     energy_kev, convergence_mrad : float
         Beam energy (keV) and probe semi-angle (mrad).
+    optics, camera, scan : Optics, Camera, Scan, optional
+        The same settings grouped (see the module docstring); the flat keywords above, when
+        given, override their fields. Default: ``RECIPE_DEFAULTS["hexagonal_bn"]``.
 
     Returns
     -------
@@ -1136,34 +1230,10 @@ def hexagonal_bn(
         ``.atoms.is_defect`` marks the carbon substituents, ``.atoms.vacancies_nm`` the removed
         boron sites.
     """
-    plan = _plan_hexagonal_bn(
-        defects, supercell=supercell, energy_kev=energy_kev, convergence_mrad=convergence_mrad,
-        scan_center_nm=scan_center_nm, scan_extent_nm=scan_extent_nm, scan_gpts=scan_gpts,
-        max_angle_mrad=max_angle_mrad, detector_px=detector_px, detector_binning=detector_binning,
-        sampling_nm=sampling_nm, electrons_per_pattern=electrons_per_pattern,
-        source_size_nm=source_size_nm, jitter_nm=jitter_nm, seed=seed,
-    )
-    return _simulate(plan, progress)
+    return _simulate(_RECIPES["hexagonal_bn"].plan(*args, **kwargs), progress)
 
 
-def emulate_graphene_experiment(
-    defects: Sequence[str] = ("vacancy",),
-    *,
-    supercell: int | tuple[int, int] = (8, 14),
-    scan_gpts: int = 64,
-    fov_nm: float = 1.0,
-    camera_px: int = 256,
-    camera_max_angle_mrad: float = 36.0,
-    camera_binning: int = 1,
-    electrons_per_pattern: float = 5e4,
-    source_size_nm: float = 0.02,
-    jitter_nm: float = 0.005,
-    energy_kev: float = 60.0,
-    convergence_mrad: float = 30.0,
-    sampling_nm: float = 0.01,
-    seed: int | None = 0,
-    progress: bool = True,
-) -> Simulation:
+def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simulation:
     """Graphene 4D-STEM data shaped like the paper's Nion UltraSTEM experiment.
 
     A ``scan_gpts`` x ``scan_gpts`` scan over ``fov_nm`` (64 x 64 over 1 nm by default) centred
@@ -1201,6 +1271,9 @@ def emulate_graphene_experiment(
         ``atoms.probe_positions_nm``.
     energy_kev, convergence_mrad, sampling_nm, seed, progress :
         As in :func:`graphene`.
+    optics, camera, scan : Optics, Camera, Scan, optional
+        The same settings grouped (see the module docstring); the flat keywords above, when
+        given, override their fields. Default: ``RECIPE_DEFAULTS["emulate_graphene_experiment"]``.
 
     Returns
     -------
@@ -1209,11 +1282,9 @@ def emulate_graphene_experiment(
         Unbinned, the default result holds 64 x 64 x 256 x 256 values (1.1 GB); it takes about
         a minute on two cores.
     """
-    plan = _plan_emulate_graphene_experiment(
-        defects, supercell=supercell, scan_gpts=scan_gpts, fov_nm=fov_nm, camera_px=camera_px,
-        camera_max_angle_mrad=camera_max_angle_mrad, camera_binning=camera_binning,
-        electrons_per_pattern=electrons_per_pattern, source_size_nm=source_size_nm,
-        jitter_nm=jitter_nm, energy_kev=energy_kev, convergence_mrad=convergence_mrad,
-        sampling_nm=sampling_nm, seed=seed,
-    )
-    return _simulate(plan, progress)
+    return _simulate(_RECIPES["emulate_graphene_experiment"].plan(*args, **kwargs), progress)
+
+
+for _recipe in (graphene, zincblende_110, hexagonal_bn, emulate_graphene_experiment):
+    _recipe.__signature__ = _RECIPES[_recipe.__name__].public_signature
+del _recipe

@@ -22,33 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import core
 from ._atomic import replace_atomically
 from .model import RrVAE
 
 __all__ = ["sample_patterns", "sample_index", "encode_maps", "latent_names"]
-
-
-def _is_dask(a) -> bool:
-    return type(a).__module__.startswith("dask")
-
-
-def _compute(collection, desc: str, progress: bool):
-    """Compute with a progress bar in-process, or on the active distributed client."""
-    import dask
-
-    try:
-        from distributed import get_client
-
-        get_client()
-        distributed = True
-    except (ImportError, ValueError):
-        distributed = False
-    if distributed:  # the client schedules; tqdm's dask callback only sees local schedulers
-        return dask.compute(collection)[0]
-    from tqdm.dask import TqdmCallback
-
-    with TqdmCallback(desc=desc, disable=not progress):
-        return dask.compute(collection, scheduler="threads")[0]
 
 
 def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bool = True):
@@ -104,10 +82,7 @@ def sample_patterns(patterns, n: int, *, seed: int = 0, cache=None, progress: bo
                 )
             return cached
     index = sample_index(total, n, seed)
-    if _is_dask(patterns):
-        subset = _compute(patterns[index], "sampling patterns", progress)
-    else:
-        subset = np.asarray(patterns[index])
+    (subset,) = core.compute(patterns[index], desc="sampling patterns", progress=progress)
     subset = np.ascontiguousarray(subset, dtype=np.float32)
     if cache is not None:
         # the key first: a run stopped in between leaves no cache that lacks its key
@@ -197,7 +172,7 @@ def encode_maps(
     if prepared.scan_shape is None:
         raise ValueError("The patterns came without a scan grid: pass scan_shape= to prepare().")
     x = prepared.patterns
-    x = x if _is_dask(x) else da.from_array(np.asarray(x), chunks=(chunk, -1, -1))
+    x = x if core.is_dask(x) else da.from_array(np.asarray(x), chunks=(chunk, -1, -1))
     x = x.rechunk((chunk, -1, -1))
     model = model.to("cpu").eval()
     names = latent_names(model)
@@ -208,7 +183,8 @@ def encode_maps(
         chunks=(x.chunks[0], (len(names),)),
         meta=np.empty((0, 0), dtype=np.float32),
     )
-    values = np.asarray(_compute(lat, "encoding", progress))
+    (values,) = core.compute(lat, desc="encoding", progress=progress)
+    values = np.asarray(values)
     ny, nx = prepared.scan_shape
     maps = np.moveaxis(values.reshape(ny, nx, len(names)), -1, 0)
     sig = hs.signals.Signal2D(np.ascontiguousarray(maps))

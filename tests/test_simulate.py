@@ -495,3 +495,23 @@ def test_hexagonal_bn_defects_ground_truth_and_physics():
         assert df[vac_index] < site_df[5]
     with pytest.raises(ValueError, match="Unknown hBN defect"):
         S.hexagonal_bn(("si",), **SMALL)
+
+
+def test_settings_objects_and_flat_keywords_give_the_same_data():
+    flat = S.graphene(("si",), scan_gpts=4, scan_extent_nm=0.2, max_angle_mrad=40,
+                      electrons_per_pattern=500, jitter_nm=0.01, seed=2, progress=False)
+    grouped = S.graphene(("si",), camera=S.Camera(max_angle_mrad=40, electrons_per_pattern=500),
+                         scan=S.Scan(gpts=4, extent_nm=0.2, jitter_nm=0.01), seed=2,
+                         progress=False)
+    np.testing.assert_array_equal(flat.signal.data, grouped.signal.data)
+    assert flat.signal.metadata.Simulation.parameters_json == \
+        grouped.signal.metadata.Simulation.parameters_json
+    # flat keywords override the objects' fields
+    mixed = S.graphene(("si",), scan=S.Scan(gpts=4, extent_nm=0.2, jitter_nm=0.01),
+                       max_angle_mrad=40, electrons_per_pattern=500, seed=2, progress=False)
+    np.testing.assert_array_equal(flat.signal.data, mixed.signal.data)
+    assert S.RECIPE_DEFAULTS["hexagonal_bn"].optics.energy_kev == 80.0
+    with pytest.raises(TypeError, match="unexpected keyword argument 'energy'"):
+        S.graphene(energy=60)
+    with pytest.raises(TypeError, match="optics must be a rrvae_nb.simulate.Optics"):
+        S.graphene(optics={"energy_kev": 60})

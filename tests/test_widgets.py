@@ -188,3 +188,28 @@ def test_bad_input_is_refused(model, prepared, encoding):
         W.explorer_figure(model, prepared, [(0, NX)], encoding=encoding)
     with pytest.raises(ValueError, match="non-empty"):
         W.explorer_figure(model, prepared, [], encoding=encoding)
+
+
+def test_explorer_class_at_module_level_and_map_fits_a_column(model, prepared, encoding):
+    from rrvae_nb import _explorer
+
+    assert W.Explorer is _explorer.Explorer
+    ex = W.explorer(model, prepared, encoding=encoding, clickable=False)
+    assert isinstance(ex, _explorer.Explorer)
+    # the PNG map scales with its column, up to its own width (no fixed pixel width)
+    assert ex.map_view.layout.width == "100%"
+    assert ex.map_view.layout.max_width.endswith("px")
+    assert int(ex.map_view.layout.max_width[:-2]) <= 400
+    assert ex.tabs.children[0].layout.flex_flow == "row wrap"
+    # the map has a title and a labelled colour bar, like plot.scan_map's static figure
+    map_ax, colorbar_ax = ex._map_fig.axes
+    assert map_ax.get_title().startswith("angle latent")
+    assert colorbar_ax.get_ylabel() == "angle (°)"
+    bg = W.explorer(model, prepared, encoding=encoding, clickable=False,
+                    background=np.arange(NY * NX, dtype=float), map_title="dark field",
+                    map_label="counts")
+    map_ax, colorbar_ax = bg._map_fig.axes
+    assert map_ax.get_title() == "dark field" and colorbar_ax.get_ylabel() == "counts"
+    fig = W.explorer_figure(model, prepared, [(0, 0)], encoding=encoding,
+                            background=np.arange(NY * NX, dtype=float))
+    assert fig.axes[0].get_title() == W.BACKGROUND_TITLE
