@@ -590,14 +590,7 @@ def normalise(patterns, value_range: tuple[float, float] | None = None) -> np.nd
         raise ValueError("Cannot normalise an empty stack.")
     _check_finite(x, "patterns")
     lo, hi = (x.min(), x.max()) if value_range is None else value_range
-    lo, hi = np.float32(lo), np.float32(hi)
-    if not hi > lo:
-        raise ValueError(
-            f"Cannot normalise: the value range [{lo:.4g}, {hi:.4g}] is empty (all values equal). "
-            "Check that the patterns differ; with subtract_mean=True a stack of identical "
-            "patterns becomes all zeros."
-        )
-    return (x - lo) / (hi - lo)
+    return _to_unit_range(x, float(lo), float(hi))
 
 
 #: prepare()'s flag ``normalise`` shadows the function inside prepare(); it calls it by this name.
