@@ -129,18 +129,10 @@ def measure(model, data) -> tuple[float, float, float, float]:
 
 
 def pose_corr(model, data) -> float | None:
-    """Angle-COM agreement of the encoder's pose alone, before the residual angle the MLP adds
-    (the fixed first-moment direction for ``polar``, the learned harmonic for ``equivariant``;
-    None for ``mlp``, which has no separate pose)."""
-    enc = model.encoder
-    pose = getattr(enc, "pose", None) or getattr(enc, "pose_estimate", None)
-    if pose is None:
-        return None
-    with torch.no_grad():
-        x = torch.as_tensor(data["patterns"], dtype=torch.float32)
-        angle = torch.cat([pose((b - model.input_offset) / model.input_scale)
-                           for b in x.split(4096)]).numpy()
-    return angle_agreement(angle, data["com_angle"])
+    """Angle-COM agreement of the encoder's pose alone (:meth:`RrVAE.encoder_pose`), before the
+    residual angle the MLP adds; None for ``mlp``, which has no separate pose."""
+    pose = model.encoder_pose(data["patterns"])
+    return None if pose is None else angle_agreement(pose, data["com_angle"])
 
 
 def run_encoder(encoder: str, data: dict, epochs: int, seed: int) -> dict:

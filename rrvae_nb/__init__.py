@@ -6,13 +6,14 @@ are imported on use, so the model works without the optional extras.
 """
 
 from ._version import __version__
-from .model import Encoding, RrVAE
+from .model import PAPER_CONFIG, Encoding, RrVAE
 from .rotate import rotate_patterns, wrap_angle
 from .train import History, evaluate, fit, linear_warmup
 
 __all__ = [
     "__version__",
     "RrVAE",
+    "PAPER_CONFIG",
     "Encoding",
     "fit",
     "evaluate",

@@ -49,7 +49,7 @@ __all__ = ["RrVAE", "Encoding", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 _FILE_KIND = "rrvae-nb model"
 
-ANGLE_PRIORS = ("periodic", "gaussian", "free")
+ANGLE_PRIORS = ("periodic", "gaussian", "free", "none")
 LIKELIHOODS = ("gaussian", "bernoulli", "continuous_bernoulli")
 DECODERS = ("image", "spatial")
 ENCODERS = ("equivariant", "polar", "mlp")
@@ -105,6 +105,13 @@ class _Config:
     extra: dict = field(default_factory=dict)
 
 
+#: The paper's configuration (Oxley et al. 2021; AtomAI ``rVAE`` with 2 x 128 hidden units) in
+#: this package's parameterisation: ``RrVAE(shape, 2, **PAPER_CONFIG)``. The authors' spatial
+#: decoder has three 128-unit layers after its input layer here (see bench/rows.py).
+PAPER_CONFIG = dict(encoder="mlp", decoder="spatial", angle_prior="free",
+                    encoder_hidden=(128, 128), decoder_hidden=(128, 128, 128))
+
+
 class RrVAE(nn.Module):
     """Rotationally invariant variational autoencoder for diffraction patterns (Pyro).
 
@@ -114,7 +121,7 @@ class RrVAE(nn.Module):
         (H, W) = (ky, kx) of the patterns; must be square.
     latent_dim : int
         Number of content latents (the paper used 2).
-    angle_prior : {"periodic", "gaussian", "free"}
+    angle_prior : {"periodic", "gaussian", "free", "none"}
         - ``"periodic"`` (default): the pose is a direction on the circle with a uniform prior and a
           projected-normal posterior; no angle is preferred and angles wrap correctly. With
           ``symmetry=n`` the direction encodes ``n * angle``, so the angle is identifiable modulo
@@ -124,6 +131,8 @@ class RrVAE(nn.Module):
         - ``"free"``: the paper-era prior (AtomAI style): a Gaussian of fixed width
           ``angle_prior_scale`` centred on the encoder's own mean, so the KL penalises only the
           width and the mean is free. Site ``"angle"``.
+        - ``"none"``: no rotation latent (angle 0 for every pattern): a plain VAE with the same
+          decoder, the control for what the rotation latent adds. Needs ``encoder="mlp"``.
     angle_prior_scale : float
         Width in radians of the ``"gaussian"`` / ``"free"`` priors (AtomAI: 0.1, pyroVED: 1).
     symmetry : int
@@ -196,6 +205,11 @@ class RrVAE(nn.Module):
         _choice("likelihood", likelihood, LIKELIHOODS)
         _choice("decoder", decoder, DECODERS)
         _choice("encoder", encoder, ENCODERS)
+        if angle_prior == "none" and encoder != "mlp":
+            raise ValueError(
+                f'angle_prior="none" (a plain VAE, no rotation latent) needs encoder="mlp"; the '
+                f'{encoder!r} encoder turns its outputs by a built-in pose. Pass encoder="mlp".'
+            )
         if interpolation not in ("bilinear", "bicubic"):
             raise ValueError(
                 f"interpolation must be 'bilinear' or 'bicubic'; got {interpolation!r}"
@@ -434,6 +448,36 @@ class RrVAE(nn.Module):
             # std of (tx, ty) in half-widths -> std of (dy, dx) in pixels
             res["translation_std"] = res["translation_std"][..., ::-1] * (size - 1) / 2
         return Encoding(**res)
+
+    @torch.no_grad()
+    def encoder_pose(self, patterns, batch_size: int = 4096) -> np.ndarray | None:
+        """The encoder's pose alone, before the residual angle its network adds, in radians.
+
+        For ``encoder="polar"`` a fixed transform (the direction of the ``symmetry``-th angular
+        harmonic of the pattern, i.e. for ``symmetry=1`` its first moment, the COM direction),
+        for ``"equivariant"`` the learned harmonic of learned features; ``None`` for ``"mlp"``,
+        which has no separate pose. Comparing it with :meth:`encode`'s angle shows how much of
+        the angle the architecture fixes and how much the trained network adds.
+
+        Parameters
+        ----------
+        patterns : numpy.ndarray or torch.Tensor
+            (N, H, W) = (N, ky, kx), prepared as for :meth:`encode`.
+        batch_size : int
+            Patterns per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            (N,) angles in (-pi/n, pi/n] for n = ``symmetry``.
+        """
+        pose = getattr(self.encoder, "pose", None) or getattr(self.encoder, "pose_estimate", None)
+        if pose is None:
+            return None
+        x = self._check(patterns)
+        out = [pose((b.to(self.device) - self.input_offset) / self.input_scale).cpu()
+               for b in x.split(batch_size)]
+        return torch.cat(out).numpy()
 
     @torch.no_grad()
     def decode(self, z, angle=0.0, translation=None) -> np.ndarray:

@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch.nn import functional as F
 
-__all__ = ["PeriodicAngle", "GaussianAngle", "FreeAngle", "angle_prior"]
+__all__ = ["PeriodicAngle", "GaussianAngle", "FreeAngle", "NoAngle", "angle_prior"]
 
 
 def _projected_normal_resultant(norm: torch.Tensor) -> torch.Tensor:
@@ -104,9 +104,42 @@ class FreeAngle(GaussianAngle):
         return dist.Normal(encoder_loc(), self.scale)
 
 
-_PRIORS = {"periodic": PeriodicAngle, "gaussian": GaussianAngle, "free": FreeAngle}
+class NoAngle:
+    """No rotation latent: the angle is 0 for every pattern, which makes the model a plain VAE.
+
+    The control that shows what the rotation latent adds (the same decoder, no pose). The site
+    ``"angle"`` is kept, with a point mass at 0 as prior and posterior, so that ``model`` and
+    ``guide`` stay the same straight-line code; it adds nothing to the ELBO (log 1 - log 1). The
+    encoder spends no outputs on it, so only an encoder without a built-in pose (``"mlp"``) fits.
+    """
+
+    site = "angle"
+    n_outputs = 0
+
+    def __init__(self, symmetry: int, scale: float):
+        self.symmetry = symmetry
+
+    def posterior_params(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"angle_loc": out.new_zeros(out.shape[0])}
+
+    def prior(self, batch: int, opts: dict, encoder_loc=None) -> dist.Distribution:
+        return dist.Delta(torch.zeros(batch, **opts))
+
+    def posterior(self, params: dict) -> dist.Distribution:
+        return dist.Delta(params["angle_loc"])
+
+    def angle(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    def summary(self, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        zero = params["angle_loc"]
+        return zero, torch.zeros_like(zero)
+
+
+_PRIORS = {"periodic": PeriodicAngle, "gaussian": GaussianAngle, "free": FreeAngle,
+           "none": NoAngle}
 
 
 def angle_prior(name: str, symmetry: int, scale: float):
-    """The pose prior called ``name`` ("periodic", "gaussian" or "free")."""
+    """The pose prior called ``name`` ("periodic", "gaussian", "free" or "none")."""
     return _PRIORS[name](symmetry, scale)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rrvae_nb as rr
+from rrvae_nb.metrics import angle_agreement
 from rrvae_nb.networks import EquivariantEncoder
 from rrvae_nb.rotate import rotate_patterns
 from rrvae_nb.synthetic import make_templates, rotated_shapes
@@ -201,3 +202,52 @@ def test_what_training_changes_for_the_default_encoder_on_graphene(seed):
     assert residual_spread_deg(before) > 30
     assert residual_spread_deg(after) < 10                          # learned: no residual ...
     assert angle_agreement(after, com_angle) > 0.95                 # ... so the angle is the COM
+
+
+@pytest.mark.parametrize("encoder", ["equivariant", "polar"])
+def test_encoder_pose_turns_with_the_input_and_is_none_for_the_mlp(encoder):
+    """RrVAE.encoder_pose: the pose before the network's residual, equivariant by construction."""
+    model = rr.RrVAE((SIZE, SIZE), 2, encoder=encoder, seed=6)
+    x = _disk_patterns(seed=7)
+    model.calibrate_inputs(x)
+    base = model.encoder_pose(x)
+    assert base.shape == (len(x),)
+    theta = np.radians(71)
+    err = np.degrees(np.abs(circ_diff(model.encoder_pose(rotate_patterns(x, theta)) - base,
+                                      theta)))
+    assert np.median(err) < 3.0, np.median(err)
+    assert rr.RrVAE((SIZE, SIZE), 2, encoder="mlp").encoder_pose(x) is None
+
+
+def test_polar_encoder_pose_is_the_direction_of_a_shifted_disk():
+    """The default encoder's pose is a fixed transform: the direction of the pattern's first
+    moment. A disk shifted towards direction phi (counter-clockwise, y up) has pose phi, up to
+    the one offset the convention adds, at any weights (before any training)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    phis = np.radians(np.arange(0, 360, 30))
+    disks = np.stack([(np.hypot(yy + 3 * np.sin(p), xx - 3 * np.cos(p)) < 6).astype(np.float32)
+                      for p in phis])
+    pose = rr.RrVAE((SIZE, SIZE), 2, encoder="polar", seed=1).encoder_pose(disks)
+    offset = np.angle(np.mean(np.exp(1j * (pose - phis))))
+    assert np.degrees(np.abs(circ_diff(pose - offset, phis))).max() < 2.0
+    assert angle_agreement(pose, phis) > 0.999
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_any_equivariant_pose_follows_a_dipole_before_training(seed):
+    """Why no exactly equivariant encoder can start uncorrelated with the COM direction.
+
+    Equivariance means pose(R_phi x) = pose(x) + phi. Patterns that are turned copies of one
+    another, as disks shifted by the same distance in different directions are, therefore get
+    pose = direction + one constant, for every weight setting: the random learned pose agrees
+    with the shift (the COM) direction before any training. Only the constant is random.
+    """
+    torch.manual_seed(seed)
+    enc = EquivariantEncoder(SIZE, 7, (32,), symmetry=1)
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    phis = np.radians(np.arange(0, 360, 15))
+    disks = np.stack([(np.hypot(yy + 3 * np.sin(p), xx - 3 * np.cos(p)) < 6).astype(np.float32)
+                      for p in phis])
+    with torch.no_grad():
+        pose = enc.pose(torch.from_numpy(disks)).numpy()
+    assert angle_agreement(pose, phis) > 0.98

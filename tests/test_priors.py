@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from rrvae_nb.priors import FreeAngle, GaussianAngle, PeriodicAngle, angle_prior
+from rrvae_nb.priors import FreeAngle, GaussianAngle, NoAngle, PeriodicAngle, angle_prior
 
 
 @pytest.mark.parametrize("symmetry", [1, 2, 6])
@@ -52,3 +52,32 @@ def test_angle_prior_by_name():
     assert isinstance(angle_prior("free", 2, 0.1), FreeAngle)
     assert angle_prior("periodic", 1, 1.0).site == "angle_dir"
     assert angle_prior("gaussian", 1, 1.0).n_outputs == 3
+
+
+@pytest.mark.filterwarnings("ignore:Content latent")
+def test_no_angle_makes_a_plain_vae_whose_decoder_never_turns():
+    """angle_prior="none": angle 0 everywhere, nothing added to the ELBO, and so the model
+    cannot undo a rotation: a turned pattern gets a different code, not a different angle."""
+    import numpy as np
+    import pyro
+
+    import rrvae_nb as rr
+    from rrvae_nb.rotate import rotate_patterns
+    from rrvae_nb.synthetic import rotated_shapes
+
+    pose = angle_prior("none", 1, 1.0)
+    assert isinstance(pose, NoAngle) and pose.n_outputs == 0
+    p = pose.posterior_params(torch.zeros(3, 0))
+    assert torch.equal(pose.summary(p)[0], torch.zeros(3))
+    assert pose.posterior(p).log_prob(torch.zeros(3)).abs().max() == 0  # no ELBO term
+    x = rotated_shapes(64, 16, seed=0).patterns
+    model = rr.RrVAE((16, 16), 2, encoder="mlp", angle_prior="none", seed=0)
+    rr.fit(model, x, epochs=3, progress=False)
+    trace = pyro.poutine.trace(model.guide).get_trace(torch.as_tensor(x[:4]))
+    assert float(trace.nodes["angle"]["value"].abs().max()) == 0.0
+    enc = model.encode(x)
+    assert np.all(enc.angle == 0) and np.all(enc.angle_std == 0)
+    turned = model.encode(rotate_patterns(x, np.pi / 2)).z
+    assert np.abs(turned - enc.z).mean() > 0.05 * enc.z.std()  # content, not pose, moved
+    with pytest.raises(ValueError, match='needs encoder="mlp"'):
+        rr.RrVAE((16, 16), 2, angle_prior="none")
