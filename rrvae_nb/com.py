@@ -16,9 +16,12 @@ Conventions (used by every function here, the tests and the chapters)
   To draw arrows on a scan map shown with ``origin='upper'`` use
   ``plt.quiver(com_x, -com_y)`` (matplotlib's default ``angles='uv'`` points V up on screen).
 * **Sign.** The COM points **towards the nuclei**: the electron beam is deflected towards
-  positive charge. For a thin specimen the projected electric field is proportional to **minus**
-  the COM (E = -grad V, COM proportional to +grad V), the COM divergence is **negative** at atoms
-  and the integrated COM (iCOM) is proportional to the projected potential, peaking on atoms.
+  positive charge. For a thin specimen **minus** the COM is proportional to the projected
+  electric field convolved with the probe intensity P, not to the field itself (E = -grad V,
+  COM proportional to +grad (V * P), V the projected potential, * a convolution), the COM
+  divergence is **negative** at atoms and the integrated COM (iCOM) is proportional to V * P,
+  peaking on atoms. At atomic resolution the bright-field disk does not move as a whole:
+  intensity redistributes inside it, and the COM is the first moment of that redistribution.
 * **Units.** ``"px"`` (diffraction pixels), ``"mrad"`` (scattering angle) or ``"1/Å"`` (spatial
   frequency k = angle / wavelength, small-angle; the electron wavelength is computed
   *relativistically* from the beam energy by :func:`electron_wavelength_angstrom`).
@@ -71,8 +74,8 @@ class COMMaps:
     ----------
     com_y, com_x : numpy.ndarray
         (scan y, scan x) float64 COM components along +ky (down on screen) and +kx (right), in
-        ``units``. They point towards the nuclei; the projected field is proportional to minus
-        the COM.
+        ``units``. They point towards the nuclei; minus the COM is proportional to the projected
+        field convolved with the probe intensity (thin specimen).
     units : str
         ``"px"``, ``"mrad"`` or ``"1/Å"``.
     scan_step_nm : float, (float, float) or None

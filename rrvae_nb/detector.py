@@ -3,7 +3,7 @@
 A real STEM detector collects the electrons scattered into a range of angles: the bright-field
 (BF) detector those inside the probe's aperture image (the BF disk), an annular dark-field (ADF)
 detector those in a ring outside it, a high-angle ADF (HAADF) detector those scattered far out,
-roughly in proportion to the square of the atomic number ("Z contrast"). A pixelated camera
+roughly in proportion to Z^1.6-1.9, Z the atomic number ("Z contrast"). A pixelated camera
 records the whole pattern at every probe position, so any such detector can be formed afterwards
 by summing the pixels in the ring: a *virtual* detector.
 

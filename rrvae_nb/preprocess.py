@@ -10,7 +10,8 @@ The steps, in the order :func:`prepare` applies them (each is also a public func
    pattern (threshold at a fraction of its maximum, centre of mass of the thresholded disk).
    Every pattern is then moved by the *same* amount so that this point lands on the centre of the
    output window. One shift for the whole scan, never one per pattern: per-pattern centring would
-   erase the small disk shifts (the centre of mass, COM) that carry the projected electric field.
+   erase the small displacements of each pattern's centre of mass (COM), the first moment of the
+   intensity moved inside the disk, which carry the projected electric field.
 2. **Crop** a square window around the centre (:func:`crop_centred`). Steps 1 and 2 are one
    resampling of a window whose centre is the disk centre.
 3. **Bin** k x k blocks (:func:`bin_patterns`, sum or mean; keeps the Poisson statistics) *or*
