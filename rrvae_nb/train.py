@@ -253,30 +253,10 @@ def fit(
     batch_size = whole_number("batch_size", batch_size, 1)
     seed = whole_number("seed", seed, 0)
     num_particles = whole_number("num_particles (ELBO samples per pattern)", num_particles, 1)
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
-    positive_number("lr", lr)
-    if not callable(kl_weight) and not (isinstance(kl_weight, (int, float)) and
-                                        np.isfinite(kl_weight) and kl_weight >= 0):
-        raise ValueError(
-            f"kl_weight must be a finite number >= 0 or a function of the epoch; got "
-            f"{kl_weight!r}."
-        )
-    schedule = kl_weight if callable(kl_weight) else (lambda epoch: float(kl_weight))
+    schedule = _check_schedule(lr, kl_weight, checkpoint_every)
     x = as_patterns(patterns, model.pattern_shape,
                     unit_interval=model.config.likelihood != "gaussian")
-    n = x.shape[0]
-    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_val = int(round(val_fraction * n))
-    if val_fraction > 0 and (n_val < 1 or n - n_val < 1):
-        raise ValueError(
-            f"{n} patterns are too few to hold out {val_fraction:.0%} for validation: pass more "
-            "patterns or val_fraction=0."
-        )
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    val_idx, train_idx = _split(x.shape[0], val_fraction, seed)
     if calibrate and not bool(model.input_calibrated):
         model.calibrate_inputs(x)  # the encoder's input scaling, from all the patterns
     dev = _resolve_device(model, device)
@@ -288,26 +268,12 @@ def fit(
         source, train_pos = x, torch.from_numpy(train_idx)
     else:
         source, train_pos = x[train_idx].to(dev), torch.arange(len(train_idx), device=dev)
-    val_pos = torch.from_numpy(val_idx)
-    n_train = len(train_idx)
     elbo = _elbo(model, num_particles)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     hist = History(train_index=train_idx, val_index=val_idx)
     run_key = _run_key(x, epochs, batch_size, lr, seed, val_fraction, num_particles, model)
     run_key["calibrate"] = bool(calibrate)  # changes what the encoder sees
-    start = 0
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if checkpoint.is_dir():
-            raise ValueError(
-                f"checkpoint={str(checkpoint)!r} is a folder, but a checkpoint is a file path: "
-                f"pass e.g. checkpoint={str(checkpoint / 'run.pt')!r}."
-            )
-        # a process killed while writing leaves its temporary file: never the checkpoint itself
-        for stale in stale_temporaries(checkpoint):
-            stale.unlink(missing_ok=True)
-        if checkpoint.exists():
-            start = _resume(checkpoint, model, optimiser, hist, run_key, schedule)
+    checkpoint, start = _open_checkpoint(checkpoint, model, optimiser, hist, run_key, schedule)
     bar = tqdm(range(start, epochs), desc="training", unit="epoch", disable=not progress,
                initial=start, total=epochs)
     for epoch in bar:
@@ -316,29 +282,15 @@ def fit(
         # each epoch's randomness depends on (seed, epoch) only, so a resumed run is identical
         pyro.set_rng_seed(_epoch_seed(seed, epoch))
         gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        perm = train_pos[torch.randperm(n_train, generator=gen).to(dev)]
-        total = 0.0
-        for s in range(0, n_train, batch_size):
-            loss = elbo(source[perm[s : s + batch_size]], kl_weight=beta)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            loss = float(loss.detach())
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"The loss became {loss} in epoch {epoch}: lower lr, scale the data to "
-                    "[0, 1] (rrvae_nb.preprocess.normalise) or use a larger likelihood scale."
-                )
-            total += loss
-        hist.train_loss.append(total / n_train)
+        perm = train_pos[torch.randperm(len(train_idx), generator=gen).to(dev)]
+        hist.train_loss.append(_one_epoch(elbo, optimiser, source, perm, batch_size, beta, epoch))
         hist.kl_weight.append(beta)
-        if n_val:
-            hist.val_loss.append(_evaluate(elbo, x, 4 * batch_size, dev, index=val_pos))
+        if len(val_idx):
+            hist.val_loss.append(_evaluate(elbo, x, 4 * batch_size, dev,
+                                           index=torch.from_numpy(val_idx)))
         hist.seconds.append(time.perf_counter() - t0)
-        post = {"train": f"{hist.train_loss[-1]:.4g}"}
-        if n_val:
-            post["val"] = f"{hist.val_loss[-1]:.4g}"
-        bar.set_postfix(post)
+        bar.set_postfix({"train": f"{hist.train_loss[-1]:.4g}",
+                         **({"val": f"{hist.val_loss[-1]:.4g}"} if len(val_idx) else {})})
         done = epoch + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
             _save_checkpoint(checkpoint, model, optimiser, hist, run_key, done)
@@ -347,10 +299,74 @@ def fit(
             model.train()
     model.eval()
     if model.latent_dim and epochs > 0:
-        variance, kl = latent_usage(model, x[val_idx] if n_val else x[train_idx])
+        variance, kl = latent_usage(model, x[val_idx] if len(val_idx) else x[train_idx])
         hist.latent_variance, hist.latent_kl = variance.tolist(), kl.tolist()
         _warn_unused(variance, kl)
     return hist
+
+
+def _check_schedule(lr, kl_weight, checkpoint_every) -> Callable[[int], float]:
+    """Check fit's numeric arguments; the KL weight as a function of the epoch."""
+    positive_number("lr", lr)
+    if not callable(kl_weight) and not (isinstance(kl_weight, (int, float)) and
+                                        np.isfinite(kl_weight) and kl_weight >= 0):
+        raise ValueError(
+            f"kl_weight must be a finite number >= 0 or a function of the epoch; got "
+            f"{kl_weight!r}."
+        )
+    if int(checkpoint_every) != checkpoint_every or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}")
+    return kl_weight if callable(kl_weight) else (lambda epoch: float(kl_weight))
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) pattern indices, each sorted, drawn with ``seed``."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and (n_val < 1 or n - n_val < 1):
+        raise ValueError(
+            f"{n} patterns are too few to hold out {val_fraction:.0%} for validation: pass more "
+            "patterns or val_fraction=0."
+        )
+    return np.sort(order[:n_val]), np.sort(order[n_val:])
+
+
+def _open_checkpoint(checkpoint, model, optimiser, hist, run_key, schedule):
+    """The checkpoint path (or None) and the epoch to start from (resuming if it exists)."""
+    if checkpoint is None:
+        return None, 0
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        raise ValueError(
+            f"checkpoint={str(checkpoint)!r} is a folder, but a checkpoint is a file path: "
+            f"pass e.g. checkpoint={str(checkpoint / 'run.pt')!r}."
+        )
+    # a process killed while writing leaves its temporary file: never the checkpoint itself
+    for stale in stale_temporaries(checkpoint):
+        stale.unlink(missing_ok=True)
+    if checkpoint.exists():
+        return checkpoint, _resume(checkpoint, model, optimiser, hist, run_key, schedule)
+    return checkpoint, 0
+
+
+def _one_epoch(elbo, optimiser, source, perm, batch_size, beta, epoch) -> float:
+    """One pass of Adam steps over the patterns ``source[perm]``; the mean loss per pattern."""
+    total = 0.0
+    for s in range(0, len(perm), batch_size):
+        loss = elbo(source[perm[s : s + batch_size]], kl_weight=beta)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        loss = float(loss.detach())
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"The loss became {loss} in epoch {epoch}: lower lr, scale the data to "
+                "[0, 1] (rrvae_nb.preprocess.normalise) or use a larger likelihood scale."
+            )
+        total += loss
+    return total / len(perm)
 
 
 # ------------------------------------------------------------------------------ checkpoints
