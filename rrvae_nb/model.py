@@ -195,82 +195,15 @@ class RrVAE(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        shape = tuple(int(s) for s in pattern_shape)
-        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
-            raise ValueError(
-                f"pattern_shape must be a square (H, W) with H = W >= 2; got {pattern_shape!r}. "
-                "Crop the patterns to a square around the bright-field disk first."
-            )
-        _choice("angle_prior", angle_prior, ANGLE_PRIORS)
-        _choice("likelihood", likelihood, LIKELIHOODS)
-        _choice("decoder", decoder, DECODERS)
-        _choice("encoder", encoder, ENCODERS)
-        if angle_prior == "none" and encoder != "mlp":
-            raise ValueError(
-                f'angle_prior="none" (a plain VAE, no rotation latent) needs encoder="mlp"; the '
-                f'{encoder!r} encoder turns its outputs by a built-in pose. Pass encoder="mlp".'
-            )
-        if interpolation not in ("bilinear", "bicubic"):
-            raise ValueError(
-                f"interpolation must be 'bilinear' or 'bicubic'; got {interpolation!r}"
-            )
-        latent_dim = whole_number("latent_dim", latent_dim, 0)
-        symmetry = whole_number("symmetry (n-fold)", symmetry, 1)
-        seed = whole_number("seed", seed, 0)
-        translation_prior_scale = positive_number(
-            "translation_prior_scale", translation_prior_scale, " (half pattern widths)")
-        for name, widths in (("encoder_hidden", encoder_hidden),
-                             ("decoder_hidden", decoder_hidden)):
-            if len(tuple(widths)) < 1:
-                raise ValueError(f"{name} needs at least one hidden layer width; got {widths!r}.")
-            for w in widths:
-                whole_number(f"each width of {name}", w, 1)
-        if angle_prior_scale is None:
-            angle_prior_scale = 0.1 if angle_prior == "free" else 1.0
-        if not angle_prior_scale > 0:
-            raise ValueError(f"angle_prior_scale must be > 0 radians; got {angle_prior_scale!r}")
-        if isinstance(scale, str):
-            if scale != "learned":
-                raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
-        elif not scale > 0:
-            raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
-        self.config = _Config(
-            pattern_shape=shape,
-            latent_dim=int(latent_dim),
-            angle_prior=angle_prior,
-            angle_prior_scale=float(angle_prior_scale),
-            symmetry=int(symmetry),
-            translation=bool(translation),
-            translation_prior_scale=float(translation_prior_scale),
-            likelihood=likelihood,
-            scale=scale if isinstance(scale, str) else float(scale),
-            decoder=decoder,
-            encoder=encoder,
-            decoder_hidden=tuple(int(h) for h in decoder_hidden),
-            encoder_hidden=tuple(int(h) for h in encoder_hidden),
-            interpolation=interpolation,
-            seed=int(seed),
-        )
-        size = shape[0]
-        self.pose = angle_prior_of(angle_prior, int(symmetry), float(angle_prior_scale))
-        n_angle = self.pose.n_outputs
-        n_out = n_angle + 2 * self.config.latent_dim + (4 if translation else 0)
+        self.config = cfg = _checked_config(
+            pattern_shape, latent_dim, angle_prior, angle_prior_scale, symmetry, translation,
+            translation_prior_scale, likelihood, scale, decoder, encoder, decoder_hidden,
+            encoder_hidden, interpolation, seed)
+        self.pose = angle_prior_of(cfg.angle_prior, cfg.symmetry, cfg.angle_prior_scale)
+        n_out = self.pose.n_outputs + 2 * cfg.latent_dim + (4 if cfg.translation else 0)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if encoder in _ENCODER_CLASSES:
-                self.encoder = _ENCODER_CLASSES[encoder](
-                    size, n_out, self.config.encoder_hidden, symmetry
-                )
-            else:
-                self.encoder = MLPEncoder(size * size, n_out, self.config.encoder_hidden)
-            if decoder == "spatial":
-                self.decoder = SpatialDecoder(
-                    size, self.config.latent_dim, self.config.decoder_hidden
-                )
-            else:
-                self.decoder = ImageDecoder(
-                    size, self.config.latent_dim, self.config.decoder_hidden, interpolation
-                )
+            torch.manual_seed(cfg.seed)
+            self.encoder, self.decoder = _networks(cfg, n_out)
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.tensor(math.log(0.1)))
         # What the encoder sees: (x - input_offset) / input_scale, two numbers set from the
@@ -678,6 +611,82 @@ class RrVAE(nn.Module):
             f"decoder={c.decoder!r}, "
             f"likelihood={c.likelihood!r}, translation={c.translation}"
         )
+
+
+def _checked_config(pattern_shape, latent_dim, angle_prior, angle_prior_scale, symmetry,
+                    translation, translation_prior_scale, likelihood, scale, decoder, encoder,
+                    decoder_hidden, encoder_hidden, interpolation, seed) -> _Config:
+    """RrVAE's arguments checked (a clear error for each bad one) and gathered."""
+    shape = tuple(int(s) for s in pattern_shape)
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
+        raise ValueError(
+            f"pattern_shape must be a square (H, W) with H = W >= 2; got {pattern_shape!r}. "
+            "Crop the patterns to a square around the bright-field disk first."
+        )
+    _choice("angle_prior", angle_prior, ANGLE_PRIORS)
+    _choice("likelihood", likelihood, LIKELIHOODS)
+    _choice("decoder", decoder, DECODERS)
+    _choice("encoder", encoder, ENCODERS)
+    if angle_prior == "none" and encoder != "mlp":
+        raise ValueError(
+            f'angle_prior="none" (a plain VAE, no rotation latent) needs encoder="mlp"; the '
+            f'{encoder!r} encoder turns its outputs by a built-in pose. Pass encoder="mlp".'
+        )
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(
+            f"interpolation must be 'bilinear' or 'bicubic'; got {interpolation!r}"
+        )
+    latent_dim = whole_number("latent_dim", latent_dim, 0)
+    symmetry = whole_number("symmetry (n-fold)", symmetry, 1)
+    seed = whole_number("seed", seed, 0)
+    translation_prior_scale = positive_number(
+        "translation_prior_scale", translation_prior_scale, " (half pattern widths)")
+    for name, widths in (("encoder_hidden", encoder_hidden),
+                         ("decoder_hidden", decoder_hidden)):
+        if len(tuple(widths)) < 1:
+            raise ValueError(f"{name} needs at least one hidden layer width; got {widths!r}.")
+        for w in widths:
+            whole_number(f"each width of {name}", w, 1)
+    if angle_prior_scale is None:
+        angle_prior_scale = 0.1 if angle_prior == "free" else 1.0
+    if not angle_prior_scale > 0:
+        raise ValueError(f"angle_prior_scale must be > 0 radians; got {angle_prior_scale!r}")
+    if isinstance(scale, str):
+        if scale != "learned":
+            raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
+    elif not scale > 0:
+        raise ValueError(f"scale must be a positive number or 'learned'; got {scale!r}")
+    return _Config(
+        pattern_shape=shape,
+        latent_dim=int(latent_dim),
+        angle_prior=angle_prior,
+        angle_prior_scale=float(angle_prior_scale),
+        symmetry=int(symmetry),
+        translation=bool(translation),
+        translation_prior_scale=float(translation_prior_scale),
+        likelihood=likelihood,
+        scale=scale if isinstance(scale, str) else float(scale),
+        decoder=decoder,
+        encoder=encoder,
+        decoder_hidden=tuple(int(h) for h in decoder_hidden),
+        encoder_hidden=tuple(int(h) for h in encoder_hidden),
+        interpolation=interpolation,
+        seed=int(seed),
+    )
+
+
+def _networks(cfg: _Config, n_out: int) -> tuple[nn.Module, nn.Module]:
+    """The encoder (``n_out`` outputs) and the decoder that ``cfg`` names."""
+    size = cfg.pattern_shape[0]
+    if cfg.encoder in _ENCODER_CLASSES:
+        encoder = _ENCODER_CLASSES[cfg.encoder](size, n_out, cfg.encoder_hidden, cfg.symmetry)
+    else:
+        encoder = MLPEncoder(size * size, n_out, cfg.encoder_hidden)
+    if cfg.decoder == "spatial":
+        decoder = SpatialDecoder(size, cfg.latent_dim, cfg.decoder_hidden)
+    else:
+        decoder = ImageDecoder(size, cfg.latent_dim, cfg.decoder_hidden, cfg.interpolation)
+    return encoder, decoder
 
 
 def _rebuild(config: dict, state: dict, training: bool) -> RrVAE:
