@@ -95,6 +95,12 @@ DATASETS: dict[str, dict] = {
             "projected field), otherwise as zns_thin_sim."
         ),
     ),
+    "graphene_pristine_experiment": dict(
+        recipe="emulate_graphene_experiment", format="ndata1",
+        params=dict(defects=[], camera_binning=8),
+        description="Emulated experiment, pristine graphene (the control scan beside the vacancy "
+        "and the Si). " + _EXPERIMENT_NOTE,
+    ),
     "graphene_vacancy_experiment": dict(
         recipe="emulate_graphene_experiment", format="ndata1",
         params=dict(defects=["vacancy"], camera_binning=8),
