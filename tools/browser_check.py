@@ -8,7 +8,8 @@ For each page listed in book/_toc.yml the check loads the built HTML from a loca
 - every ``<img>`` has loaded (``naturalWidth > 0``), including lazily loaded ones;
 - Binder and Colab links are in the page; chapter (notebook) pages also carry the theme's launch
   buttons pointing at that very notebook;
-- every ipywidgets output has its visible static note (book/_static/widget_fallback.js);
+- every ipywidgets output is rendered from its saved state by the book's own copy of the widget
+  scripts, and has its visible static note (book/_static/widget_fallback.js);
 - exercise solutions start collapsed;
 - the mathematics is typeset: MathJax ran, every formula became rendered math, and no raw LaTeX
   delimiter (``$$``, ``\(``, ``\[``, ``\begin{``) is left in the text a reader sees;
@@ -108,6 +109,16 @@ PAGE_PROBE_JS = r"""
     .map((a) => a.href);
   const views = document.querySelectorAll(
     'script[type="application/vnd.jupyter.widget-view+json"]');
+  // html-manager renders each view from the saved state into a .widget-subarea that it inserts
+  // just before the view's script; give it up to 15 s (it loads its modules first).
+  const widgetRendered = (v) => {
+    const box = v.previousElementSibling;
+    return Boolean(box && box.matches(".widget-subarea") && box.childElementCount > 0);
+  };
+  for (let waited = 0; waited < 15000; waited += 250) {
+    if (Array.from(views).every(widgetRendered)) { break; }
+    await new Promise((done) => setTimeout(done, 250));
+  }
   const notes = Array.from(document.querySelectorAll(".rrvae-widget-fallback"));
   const solutions = Array.from(document.querySelectorAll("div.solution"));
   const h1 = document.querySelector("article h1, main h1, h1");
@@ -132,6 +143,7 @@ PAGE_PROBE_JS = r"""
     colab_links: links.filter((h) => h.includes("COLAB_HOST")),
     launch_links: launch,
     widget_views: views.length,
+    widgets_rendered: Array.from(views).filter(widgetRendered).length,
     widget_notes_visible: notes.filter(visible).length,
     mathjax_loaded: mathjax && typeof window.MathJax.typesetPromise === "function",
     math_formulas: formulas.length,
@@ -415,6 +427,12 @@ def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
         if not any(COLAB_HOST in h and notebook in h for h in launch):
             problems.append(f"no Colab launch button for {notebook} (found: {launch})")
     views, notes = facts.get("widget_views", 0), facts.get("widget_notes_visible", 0)
+    rendered = facts.get("widgets_rendered", 0)
+    if views and rendered < views:
+        problems.append(
+            f"{views - rendered} of {views} widget outputs were not rendered from their saved "
+            "state (are the widget scripts in _static/? see tools/vendor_js.py)"
+        )
     if views != notes:
         problems.append(f"{views} widget outputs but {notes} visible static fallback notes")
     formulas, untypeset = facts.get("math_formulas", 0), facts.get("math_untypeset", 0)
