@@ -233,7 +233,8 @@ def test_every_request_to_another_host_is_external_even_when_it_loads():
 
 GOOD_FACTS = {
     "title": "Notation — book", "h1": "Notation", "images": [], "binder_links": ["b"],
-    "colab_links": ["c"], "widget_views": 2, "widgets_rendered": 2, "widget_notes_visible": 2,
+    "colab_links": ["c"], "widget_views": 2, "widgets_rendered": 2, "widget_state": 1,
+    "widget_notes_visible": 2,
     "mathjax_loaded": True, "math_formulas": 10, "math_untypeset": 0, "raw_latex": [],
     "solutions": 1, "solutions_open": 0,
 }
@@ -250,6 +251,7 @@ def test_a_clean_page_has_no_problems():
         ({"math_untypeset": 3}, "left 3 of 10 formulas untypeset"),
         ({"raw_latex": ["\\(k\\)"]}, "raw LaTeX visible"),
         ({"widgets_rendered": 1}, "1 of 2 widget outputs were not rendered"),
+        ({"widgets_rendered": 0, "widget_state": 0}, "no saved widget state"),
     ],
 )
 def test_math_and_widget_failures_are_reported(change, expected):

@@ -144,6 +144,8 @@ PAGE_PROBE_JS = r"""
     launch_links: launch,
     widget_views: views.length,
     widgets_rendered: Array.from(views).filter(widgetRendered).length,
+    widget_state: document.querySelectorAll(
+      'script[type="application/vnd.jupyter.widget-state+json"]').length,
     widget_notes_visible: notes.filter(visible).length,
     mathjax_loaded: mathjax && typeof window.MathJax.typesetPromise === "function",
     math_formulas: formulas.length,
@@ -429,10 +431,12 @@ def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
     views, notes = facts.get("widget_views", 0), facts.get("widget_notes_visible", 0)
     rendered = facts.get("widgets_rendered", 0)
     if views and rendered < views:
-        problems.append(
-            f"{views - rendered} of {views} widget outputs were not rendered from their saved "
-            "state (are the widget scripts in _static/? see tools/vendor_js.py)"
+        why = (
+            "the page has no saved widget state (did the chapter's execution fail?)"
+            if not facts.get("widget_state", 1)
+            else "are the widget scripts in _static/? see tools/vendor_js.py"
         )
+        problems.append(f"{views - rendered} of {views} widget outputs were not rendered ({why})")
     if views != notes:
         problems.append(f"{views} widget outputs but {notes} visible static fallback notes")
     formulas, untypeset = facts.get("math_formulas", 0), facts.get("math_untypeset", 0)
