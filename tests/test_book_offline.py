@@ -264,3 +264,58 @@ def test_the_probe_looks_for_raw_latex_outside_code():
     assert "MathJax.startup.promise" in probe  # waits for typesetting
     assert "pre, code" in probe  # LaTeX in code cells (plot labels) is not prose
     assert "mjx-container" in probe
+
+
+# --------------------------------------------------------------------------------------------
+# book/_ext/rrvae_book.py: the measured run times
+# --------------------------------------------------------------------------------------------
+
+
+def fake_build(monkeypatch, quick: str):
+    """A stand-in for the Sphinx app and environment after two chapters were executed."""
+    from types import SimpleNamespace
+
+    from docutils import nodes
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import rrvae_book
+
+    monkeypatch.setenv("RRVAE_NB_QUICK", quick)
+    env = SimpleNamespace(
+        nb_metadata={
+            "notebooks/02_b": {"exec_data": {"runtime": 161.04, "succeeded": True}},
+            "notebooks/01_a": {"exec_data": {"runtime": 22.46, "succeeded": False}},
+            "book/run_times": {"rrvae_run_times": True},  # a page, not executed
+        },
+        titles={
+            "notebooks/01_a": nodes.title(text="One"),
+            "notebooks/02_b": nodes.title(text="Two"),
+        },
+        toctree_includes={"book/intro": ["book/run_times", "notebooks/01_a", "notebooks/02_b"]},
+        config=SimpleNamespace(root_doc="book/intro"),
+    )
+    builder = SimpleNamespace(get_relative_uri=lambda start, to: f"../{to}.html", format="html")
+    return rrvae_book, SimpleNamespace(env=env, builder=builder)
+
+
+def test_timings_follow_the_toc_and_record_mode_and_machine(monkeypatch):
+    rrvae_book, app = fake_build(monkeypatch, "1")
+    timings = rrvae_book.collect_timings(app.env)
+    assert [c["docname"] for c in timings["chapters"]] == ["notebooks/01_a", "notebooks/02_b"]
+    assert [c["seconds"] for c in timings["chapters"]] == [22.5, 161.0]
+    assert [c["succeeded"] for c in timings["chapters"]] == [False, True]
+    assert timings["chapters"][1]["title"] == "Two"
+    assert timings["mode"] == "quick" and timings["cpu_count"] >= 1
+    monkeypatch.setenv("RRVAE_NB_QUICK", "0")
+    assert rrvae_book.collect_timings(app.env)["mode"] == "full"
+
+
+def test_the_run_time_table_shows_each_chapter(monkeypatch):
+    rrvae_book, app = fake_build(monkeypatch, "0")
+    intro, table, summary = rrvae_book._run_times_table(app, "book/run_times")
+    assert "full mode" in intro.astext() and "CPU cores" in intro.astext()
+    rows = [row.astext().split("\n\n") for row in table.findall(lambda n: n.tagname == "row")]
+    assert rows[1:] == [["One", "22 s (failed)", "22.5"], ["Two", "2.7 min", "161.0"]]
+    refs = [r["refuri"] for r in table.findall(lambda n: n.tagname == "reference")]
+    assert refs == ["../notebooks/01_a.html", "../notebooks/02_b.html"]
+    assert "3.1 min in total" in summary.astext()
