@@ -67,7 +67,7 @@ book-quick: setup
 	$(PY) tools/build_book.py --variant quick
 
 browser-check: setup
-	$(PY) tools/browser_check.py --variant $(BOOK_VARIANT) --install-browser
+	$(PY) tools/browser_check.py --variant $(BOOK_VARIANT) --install-browser --strict-external
 
 # JupyterLab on the chapters, in the project's .venv (root needs --allow-root).
 # Extra options: make lab LAB_ARGS="--no-browser --port=8899".

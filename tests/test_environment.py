@@ -15,6 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the book extra (jupyter-book)")
 try:
@@ -195,21 +196,81 @@ def test_the_coverage_check_finds_a_missing_extra(env, pyproject):
     assert not missing_from(env, pyproject)
 
 
+def exact_version(spec: SpecifierSet) -> Version:
+    """The version of an exact ``==`` pin (one specifier), else an AssertionError."""
+    (only,) = list(spec)
+    assert only.operator == "==" and "*" not in only.version, f"{spec} is not an exact pin"
+    return Version(only.version)
+
+
 def test_pins_agree_with_constraints(env):
     _, pip_lines = split_dependencies(env)
     constraint_lines = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
     constraints = pins(constraint_lines)
     assert "torch" in constraints, "constraints.txt no longer pins torch"
     env_pins = pins(pip_lines)
-    assert env_pins.get("torch") == constraints["torch"], (
-        f"environment.yml must pin torch as constraints.txt does ({constraints['torch']}), "
-        f"got {env_pins.get('torch')}"
+    assert "torch" in env_pins, "environment.yml must pin torch (the CPU build of the same release)"
+    # The same release as `make` installs; environment.yml's pin may carry the CPU build's local
+    # label ("+cpu"), which constraints.txt (served by a CPU-only index) does not need.
+    env_torch, make_torch = exact_version(env_pins["torch"]), exact_version(constraints["torch"])
+    assert env_torch.public == make_torch.public, (
+        f"environment.yml pins torch {env_torch}, constraints.txt {make_torch}: "
+        "pin the same release in both"
     )
     for name, spec in env_pins.items():
-        if name in constraints:
+        if name in constraints and name != "torch":
             assert spec == constraints[name], (
                 f"{name}: environment.yml pins {spec}, constraints.txt {constraints[name]}"
             )
+
+
+#: Where CPU-only torch wheels come from; PyPI's own Linux torch wheels depend on CUDA.
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def pip_index_urls(pip_lines: list[str]) -> list[str]:
+    """The index URLs that pip option lines (--index-url, --extra-index-url, -i) add."""
+    urls = []
+    for raw in pip_lines:
+        line = raw.split("#", 1)[0].strip()
+        match = re.match(r"^(--extra-index-url|--index-url|-i)(=|\s+)(\S+)$", line)
+        if match:
+            urls.append(match.group(3).rstrip("/"))
+    return urls
+
+
+def torch_is_cpu_only(pip_lines: list[str]) -> tuple[bool, str]:
+    """Whether a pip section installs a CPU-only torch build, and why not if it does not.
+
+    A CPU build is an exact pin whose local version label is ``cpu`` (PyTorch's name for its CPU
+    wheels), fetched from PyTorch's CPU index; PyPI's plain ``torch`` on Linux depends on the
+    CUDA libraries (several GB), which Binder has no GPU for.
+    """
+    spec = pins(pip_lines).get("torch")
+    if spec is None:
+        return False, "torch is not pinned: pip would take PyPI's CUDA build"
+    version = exact_version(spec)
+    if version.local != "cpu":
+        return False, f"torch=={version} is not the CPU build (pin torch=={version.public}+cpu)"
+    if CPU_TORCH_INDEX not in pip_index_urls(pip_lines):
+        return False, f"the CPU build needs the line `--extra-index-url {CPU_TORCH_INDEX}`"
+    return True, ""
+
+
+def test_binder_gets_a_cpu_only_torch(env):
+    _, pip_lines = split_dependencies(env)
+    ok, why = torch_is_cpu_only(pip_lines)
+    assert ok, f"environment.yml: {why}"
+
+
+def test_the_cpu_check_rejects_the_cuda_build():
+    index = f"--extra-index-url {CPU_TORCH_INDEX}"
+    assert torch_is_cpu_only([index, "torch==2.13.0+cpu", "-e .[book]"])[0]
+    assert not torch_is_cpu_only(["torch==2.13.0", "-e .[book]"])[0]  # PyPI's CUDA wheel
+    assert not torch_is_cpu_only([index, "torch==2.13.0", "-e .[book]"])[0]  # CUDA if newest
+    assert not torch_is_cpu_only(["torch==2.13.0+cpu"])[0]  # not on PyPI: needs the index
+    assert not torch_is_cpu_only([index, "torch==2.13.0+cu126"])[0]
+    assert not torch_is_cpu_only([index, "-e .[book]"])[0]  # unpinned
 
 
 # --------------------------------------------------------------------------------------------

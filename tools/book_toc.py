@@ -29,8 +29,8 @@ CHAPTER_DIR = Path("notebooks")
 CHAPTER_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
 
 ROOT_PAGE = "book/intro"
-FRONT_PAGES = ("book/how_to_use",)
-BACK_PAGES = ("book/references",)
+FRONT_PAGES = ("book/how_to_use", "book/notation", "book/paper_map")
+BACK_PAGES = ("book/glossary", "book/run_times", "book/references")
 
 HEADER = (
     "# Table of contents of the rrvae-nb book.\n"

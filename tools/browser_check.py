@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Open every page of the built book in headless Chromium and check what a reader would see.
+r"""Open every page of the built book in headless Chromium and check what a reader would see.
 
 For each page listed in book/_toc.yml the check loads the built HTML from a local web server on
 127.0.0.1 and verifies, through Chromium's DevTools protocol:
@@ -8,17 +8,22 @@ For each page listed in book/_toc.yml the check loads the built HTML from a loca
 - every ``<img>`` has loaded (``naturalWidth > 0``), including lazily loaded ones;
 - Binder and Colab links are in the page; chapter (notebook) pages also carry the theme's launch
   buttons pointing at that very notebook;
-- every ipywidgets output has its visible static note (book/_static/widget_fallback.js);
+- every ipywidgets output is rendered from its saved state by the book's own copy of the widget
+  scripts, and has its visible static note (book/_static/widget_fallback.js);
 - exercise solutions start collapsed;
+- the mathematics is typeset: MathJax ran, every formula became rendered math, and no raw LaTeX
+  delimiter (``$$``, ``\(``, ``\[``, ``\begin{``) is left in the text a reader sees;
 - no JavaScript exception, no console error, and no failed request to the book's own server.
 
-A full-page screenshot of each page goes to ``book/_build/<variant>/screenshots/NAME.png`` and a
-JSON report to ``book/_build/<variant>/browser_check.json``.
+A screenshot of what a reader sees first (the browser window, WINDOW pixels, navigation
+included) goes to ``book/_build/<variant>/screenshots/NAME.png``; a page with mathematics gets a
+second one scrolled to its first displayed formula, ``NAME-math.png``. A JSON report goes to
+``book/_build/<variant>/browser_check.json``.
 
-Nothing leaves the machine: Chromium resolves every host but 127.0.0.1 to "not found". Requests
-to other hosts (MathJax or widget scripts from a CDN, which a reader's browser fetches online)
-therefore fail here; they are listed in the report and only fail the check with
-``--strict-external``.
+Nothing leaves the machine: Chromium resolves every host but 127.0.0.1 to "not found". Every
+request to another host (a CDN's MathJax or widget scripts, a badge image) is listed in the
+report; with ``--strict-external`` (``make test`` uses it) each one fails the page, which is how
+the check proves that the book reads offline.
 
 Chromium comes from Debian's package: ``--install-browser`` runs
 ``apt-get install -y chromium chromium-driver`` when /usr/bin/chromium is missing (as root).
@@ -52,7 +57,8 @@ import build_book  # noqa: E402
 
 REPO_ROOT = book_toc.REPO_ROOT
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-WINDOW = (1280, 900)
+#: The browser window (CSS pixels): a laptop screen, wide enough for both navigation bars.
+WINDOW = (1366, 900)
 BINDER_HOST = "mybinder.org"
 COLAB_HOST = "colab.research.google.com"
 
@@ -79,6 +85,12 @@ CHROMIUM_FLAGS = (
 # returns what the checks need. Kept free of anything the theme might not define.
 PAGE_PROBE_JS = r"""
 (async () => {
+  // MathJax typesets after the page's load event: wait for it (at most 20 s).
+  const mathjax = typeof window.MathJax === "object" && window.MathJax !== null;
+  if (mathjax && window.MathJax.startup && window.MathJax.startup.promise) {
+    await Promise.race([window.MathJax.startup.promise,
+                        new Promise((done) => setTimeout(done, 20000))]);
+  }
   const images = Array.from(document.images);
   for (const img of images) { if (img.loading === "lazy") { img.loading = "eager"; } }
   await Promise.all(images.map((img) => img.complete ? null : new Promise((done) => {
@@ -97,9 +109,32 @@ PAGE_PROBE_JS = r"""
     .map((a) => a.href);
   const views = document.querySelectorAll(
     'script[type="application/vnd.jupyter.widget-view+json"]');
+  // html-manager renders each view from the saved state into a .widget-subarea that it inserts
+  // just before the view's script; give it up to 15 s (it loads its modules first).
+  const widgetRendered = (v) => {
+    const box = v.previousElementSibling;
+    return Boolean(box && box.matches(".widget-subarea") && box.childElementCount > 0);
+  };
+  for (let waited = 0; waited < 15000; waited += 250) {
+    if (Array.from(views).every(widgetRendered)) { break; }
+    await new Promise((done) => setTimeout(done, 250));
+  }
   const notes = Array.from(document.querySelectorAll(".rrvae-widget-fallback"));
   const solutions = Array.from(document.querySelectorAll("div.solution"));
   const h1 = document.querySelector("article h1, main h1, h1");
+  const formulas = Array.from(document.querySelectorAll(".math"));
+  const untypeset = formulas.filter((m) => !m.querySelector("mjx-container"));
+  // Raw LaTeX in prose: text outside code, scripts and typeset math.
+  const raw = [];
+  const root = document.querySelector("article") || document.body;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const skip = "pre, code, script, style, textarea, mjx-container, .highlight";
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent;
+    if (!/\$\$|\\\(|\\\[|\\begin\{/.test(text)) { continue; }
+    if (node.parentElement && node.parentElement.closest(skip)) { continue; }
+    raw.push(text.trim().slice(0, 80));
+  }
   return {
     title: document.title,
     h1: h1 ? h1.textContent.replace(/[#¶]/g, "").trim() : "",
@@ -108,7 +143,14 @@ PAGE_PROBE_JS = r"""
     colab_links: links.filter((h) => h.includes("COLAB_HOST")),
     launch_links: launch,
     widget_views: views.length,
+    widgets_rendered: Array.from(views).filter(widgetRendered).length,
+    widget_state: document.querySelectorAll(
+      'script[type="application/vnd.jupyter.widget-state+json"]').length,
     widget_notes_visible: notes.filter(visible).length,
+    mathjax_loaded: mathjax && typeof window.MathJax.typesetPromise === "function",
+    math_formulas: formulas.length,
+    math_untypeset: untypeset.length,
+    raw_latex: raw.slice(0, 5),
     solutions: solutions.length,
     solutions_open: solutions.filter((s) => {
       const body = Array.from(s.children).filter((c) => !c.classList.contains("admonition-title"));
@@ -314,7 +356,7 @@ def classify_events(events: list[dict], base_url: str) -> tuple[list[str], list[
     problems : list of str
         JavaScript exceptions, console errors, failed or non-200 requests to the book's server.
     external : list of str
-        URLs on other hosts that could not be loaded (expected here: the check is offline).
+        URLs on other hosts that the page requested (they fail here: the check is offline).
     """
     problems: list[str] = []
     external: list[str] = []
@@ -322,7 +364,10 @@ def classify_events(events: list[dict], base_url: str) -> tuple[list[str], list[
     for event in events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Network.requestWillBeSent":
-            request_urls[params["requestId"]] = params["request"]["url"]
+            url = params["request"]["url"]
+            request_urls[params["requestId"]] = url
+            if not _is_local(url, base_url):
+                external.append(url)  # any request to another host, whether it failed or not
         elif method == "Network.loadingFailed":
             url = request_urls.get(params.get("requestId"), "?")
             if params.get("canceled"):
@@ -384,8 +429,23 @@ def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
         if not any(COLAB_HOST in h and notebook in h for h in launch):
             problems.append(f"no Colab launch button for {notebook} (found: {launch})")
     views, notes = facts.get("widget_views", 0), facts.get("widget_notes_visible", 0)
+    rendered = facts.get("widgets_rendered", 0)
+    if views and rendered < views:
+        why = (
+            "the page has no saved widget state (did the chapter's execution fail?)"
+            if not facts.get("widget_state", 1)
+            else "are the widget scripts in _static/? see tools/vendor_js.py"
+        )
+        problems.append(f"{views - rendered} of {views} widget outputs were not rendered ({why})")
     if views != notes:
         problems.append(f"{views} widget outputs but {notes} visible static fallback notes")
+    formulas, untypeset = facts.get("math_formulas", 0), facts.get("math_untypeset", 0)
+    if formulas and not facts.get("mathjax_loaded"):
+        problems.append(f"{formulas} formulas but MathJax did not load: the LaTeX shows raw")
+    elif untypeset:
+        problems.append(f"MathJax left {untypeset} of {formulas} formulas untypeset")
+    for text in facts.get("raw_latex", []):
+        problems.append(f"raw LaTeX visible in the text: {text!r}")
     if facts.get("solutions_open", 0):
         problems.append(
             f"{facts['solutions_open']} of {facts['solutions']} exercise solutions are open on "
@@ -394,9 +454,25 @@ def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
     return problems
 
 
-def check_page(
-    tools: DevTools, page: str, base_url: str, shot: Path, max_height: int
-) -> PageResult:
+# Scrolls the first displayed formula (or any formula) to the top third of the window.
+SCROLL_TO_MATH_JS = r"""
+(async () => {
+  const target = document.querySelector("div.math") || document.querySelector(".math");
+  if (!target) { return false; }
+  window.scrollTo(0, Math.max(0, target.getBoundingClientRect().top + window.scrollY - 250));
+  await new Promise((done) => setTimeout(done, 300));
+  return true;
+})()
+"""
+
+
+def write_screenshot(tools: DevTools, session: str, path: Path) -> None:
+    """Capture the browser window (WINDOW, as the reader sees it) into the PNG file ``path``."""
+    data = tools.call("Page.captureScreenshot", session=session, format="png")["data"]
+    book_toc.write_atomic(path, base64.b64decode(data))
+
+
+def check_page(tools: DevTools, page: str, base_url: str, shot: Path) -> PageResult:
     """Load one page, run the checks, write its screenshot and return the result."""
     url = base_url + page + ".html"
     result = PageResult(page=page, url=url, screenshot=str(shot))
@@ -442,17 +518,19 @@ def check_page(
         result.problems += problems + check_facts(page, facts, is_notebook)
         result.external_failures = external
 
-        metrics = tools.call("Page.getLayoutMetrics", session=session)
-        height = metrics.get("cssContentSize", metrics.get("contentSize", {})).get("height", 0)
-        height = int(min(max(height, WINDOW[1]), max_height))
-        shot_data = tools.call(
-            "Page.captureScreenshot",
-            session=session,
-            format="png",
-            captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": WINDOW[0], "height": height, "scale": 1},
-        )["data"]
-        book_toc.write_atomic(shot, base64.b64decode(shot_data))
+        # What a reader sees: the window as it is (a full-page capture re-lays the page out at
+        # its whole height, which shifts the content and cuts the theme's fixed navigation).
+        write_screenshot(tools, session, shot)
+        if facts.get("math_formulas", 0):
+            scrolled = tools.call(
+                "Runtime.evaluate",
+                session=session,
+                expression=SCROLL_TO_MATH_JS,
+                awaitPromise=True,
+                returnByValue=True,
+            )
+            if scrolled.get("result", {}).get("value"):
+                write_screenshot(tools, session, shot.with_name(f"{shot.stem}-math.png"))
     finally:
         with contextlib.suppress(Exception):
             tools.call("Target.closeTarget", targetId=target, timeout=10)
@@ -477,7 +555,6 @@ def run_check(
     pages: list[str],
     out_dir: Path,
     chromium: str,
-    max_height: int = 6000,
     strict_external: bool = False,
 ) -> tuple[bool, list[PageResult]]:
     """Check ``pages`` of the HTML book in ``html``; write screenshots and a report to out_dir."""
@@ -495,7 +572,7 @@ def run_check(
         version = tools.call("Browser.getVersion").get("product", "?")
         print(f"{version}: checking {len(pages)} pages served at {base_url}")
         for page in pages:
-            result = check_page(tools, page, base_url, shots / names[page], max_height)
+            result = check_page(tools, page, base_url, shots / names[page])
             if strict_external and result.external_failures:
                 result.problems += [f"external resource: {u}" for u in result.external_failures]
             results.append(result)
@@ -510,7 +587,7 @@ def run_check(
     external = sorted({u for r in results for u in r.external_failures})
     if external:
         print(
-            f"Not checked (other hosts, blocked offline; readers' browsers fetch them): "
+            f"Requests to other hosts (blocked here; a reader offline would miss them): "
             f"{len(external)} URLs, e.g. {external[:3]}"
         )
     report = {
@@ -542,15 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         help="apt-get install chromium chromium-driver when /usr/bin/chromium is missing",
     )
     parser.add_argument(
-        "--max-height",
-        type=int,
-        default=6000,
-        help="cut full-page screenshots at this many CSS pixels (default 6000)",
-    )
-    parser.add_argument(
         "--strict-external",
         action="store_true",
-        help="also fail when a page requests files from other hosts (CDNs)",
+        help="fail when a page requests anything from another host (the book must read offline)",
     )
     args = parser.parse_args(argv)
 
@@ -581,9 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pages = book_toc.toc_pages(REPO_ROOT / book_toc.TOC_PATH)
     out_dir = build_book.output_dir(args.variant)
-    passed, results = run_check(
-        html, pages, out_dir, chromium, args.max_height, args.strict_external
-    )
+    passed, results = run_check(html, pages, out_dir, chromium, args.strict_external)
     failed = [r.page for r in results if not r.ok]
     print(
         f"browser check {'passed' if passed else 'FAILED'}: {len(results) - len(failed)} of "

@@ -16,7 +16,15 @@ its output path). The build first brings ``book/_toc.yml`` up to date with the c
 ``-W -n --keep-going``: every warning (a failing cell, a broken reference, a missing citation)
 fails the build, after all pages were tried. The variant's folder is emptied first and ``--all``
 re-reads every page, so every chapter is executed again even when its notebook did not change.
-The wall time and the page count are written to ``book/_build/<variant>/build_info.json``.
+The wall time and the page count are written to ``book/_build/<variant>/build_info.json``, and the
+run time of every chapter, as measured by the build's executor, to
+``book/_build/<variant>/timings.json`` (the book shows the same table on its "Run times measured
+at build" page; book/_ext/rrvae_book.py writes it).
+
+Before building, tools/vendor_js.py puts the widget scripts (RequireJS, the ipywidgets
+html-manager, ipympl's front end) from pinned, checksummed npm tarballs into ``book/_vendor/``, so
+the built book loads nothing from a CDN and reads fully offline (MathJax comes from the
+``sphinx-mathjax-offline`` package).
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import book_toc  # noqa: E402  (a sibling script in tools/)
+import book_toc  # noqa: E402  (sibling scripts in tools/)
+import vendor_js  # noqa: E402
 
 REPO_ROOT = book_toc.REPO_ROOT
 VARIANTS = {"full": "0", "quick": "1"}
@@ -93,6 +102,11 @@ def build(variant: str, repo_root: Path = REPO_ROOT, update_toc: bool = True) ->
         status = book_toc.main(["--root", str(repo_root)])
         if status:
             return status
+    try:
+        vendor_js.vendor(repo_root)
+    except (OSError, vendor_js.IntegrityError) as err:
+        print(f"cannot provide the widget scripts for an offline book: {err}", file=sys.stderr)
+        return 1
     command = jupyter_book_command(variant, repo_root)
     env = dict(os.environ, RRVAE_NB_QUICK=VARIANTS[variant])
     out = output_dir(variant, repo_root)
@@ -107,6 +121,9 @@ def build(variant: str, repo_root: Path = REPO_ROOT, update_toc: bool = True) ->
     status = subprocess.call(command, cwd=repo_root, env=env)
     seconds = time.perf_counter() - start
     pages = book_toc.toc_pages(repo_root / book_toc.TOC_PATH)
+    timings = html_dir(variant, repo_root) / "timings.json"
+    if timings.exists():  # also after a failed build: it says which chapters failed
+        book_toc.write_atomic(out / "timings.json", timings.read_bytes())
     info = {
         "variant": variant,
         "rrvae_nb_quick": env["RRVAE_NB_QUICK"],
