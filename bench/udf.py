@@ -185,7 +185,9 @@ def markdown(raw: dict) -> str:
         "(`encode_maps` on a `dask.distributed.LocalCluster`, the UDF on LiberTEM's dask "
         "executor, `Context.make_with('dask', cpus=n)`); start-up and first-run compilation "
         "are excluded. In-process: dask's threaded scheduler against LiberTEM's inline executor "
-        f"(torch used {raw['rows']['in-process']['torch_threads']} threads there).",
+        f"(torch used {raw['rows']['in-process']['torch_threads']} thread(s) there; "
+        f"OMP_NUM_THREADS={meta.get('omp_num_threads')}): the inline executor runs one task "
+        "at a time, dask's threaded scheduler two.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -202,6 +204,7 @@ def main(argv=None) -> int:
         raw = measure(st, Path(tmp))
     raw["settings"] = st
     raw["meta"] = dict(quick=args.quick, machine=machine(),
+                       omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                        load_before=[round(v, 2) for v in load_before],
                        load_after=[round(v, 2) for v in os.getloadavg()])
     text = markdown(raw)
