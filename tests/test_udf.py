@@ -102,13 +102,18 @@ def test_npy_and_hspy_files_from_a_model_file(setup, inline, tmp_path):
     assert_same_maps(latent_maps(inline.run_udf(ds, udf)), ref)
 
 
-def test_roi_gives_the_full_run_values_at_those_positions(setup, inline):
+def test_roi_gives_the_full_run_values_at_those_positions(setup, inline, tmp_path):
+    h5py = pytest.importorskip("h5py")
     raw, prep, model, recipe, ref = setup
     roi = np.random.default_rng(5).random((SCAN, SCAN)) < 0.3
-    ds = inline.load("memory", data=raw, sig_dims=2, num_partitions=3)
-    maps = latent_maps(inline.run_udf(ds, RrVAEEncoderUDF(model, recipe=recipe), roi=roi))
-    assert_same_maps(maps, ref, where=roi)
-    assert np.isnan(maps["angle"][~roi]).all()
+    # HDF5 chunks of 3 x 3 positions: tiles arrive out of scan order and the ROI cuts them
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("data", data=raw, chunks=(3, 3, K, K))
+    for ds in (inline.load("memory", data=raw, sig_dims=2, num_partitions=3),
+               inline.load("hdf5", path=tmp_path / "scan.h5", ds_path="data")):
+        maps = latent_maps(inline.run_udf(ds, RrVAEEncoderUDF(model, recipe=recipe), roi=roi))
+        assert_same_maps(maps, ref, where=roi)
+        assert np.isnan(maps["angle"][~roi]).all()
 
 
 @pytest.mark.slow  # starting two worker processes takes most of its 10-25 s
