@@ -161,7 +161,12 @@ class RrVAEEncoderUDF(_UDF):
     def get_task_data(self):
         import torch
 
-        device = "cuda" if self.meta.device_class == "cuda" else "cpu"
+        device = "cpu"
+        if self.meta.device_class == "cuda":
+            from libertem.common.backend import get_use_cuda
+
+            # LiberTEM names the GPU a worker owns here (it does not set CUDA_VISIBLE_DEVICES)
+            device = f"cuda:{get_use_cuda() or 0}"
         threads = self.meta.threads_per_worker
         if threads is not None and device == "cpu":
             torch.set_num_threads(max(1, int(threads)))
