@@ -14,10 +14,10 @@ Install the optional extra: ``pip install rrvae-nb[live]`` (LiberTEM 0.16).
 
 How it maps onto LiberTEM's hooks:
 
-- ``process_tile`` receives whole frames (the UDF asks for them) and only *preprocesses*; the
-  model inputs of a partition are kept on the UDF and encoded in ``postprocess`` in batches of
-  ``batch_size``, so the encoder's batch does not depend on how a file format tiles its data
-  (HDF5 tiles follow the file's chunks, often a few frames). LiberTEM's ``process_partition``
+- ``process_tile`` only *preprocesses* (tiles that hold parts of large frames are assembled into
+  whole frames first); the model inputs of a partition are kept on the UDF and encoded in
+  ``postprocess`` in batches of ``batch_size``, so the encoder's batch does not depend on how a
+  file format tiles its data (HDF5 tiles follow the file's chunks, often a few frames). LiberTEM's ``process_partition``
   would give the same batching but failed on HDF5 datasets in LiberTEM 0.16.
 - ``get_task_data`` runs on the worker: it unpickles the model once per worker process (a
   module-level cache) and puts it on the worker's device.
@@ -173,20 +173,36 @@ class RrVAEEncoderUDF(_UDF):
         return {"model": self.params.model.model(device)}
 
     def process_tile(self, tile):
-        shape = tuple(int(n) for n in tile.shape)
-        if shape[1:] != tuple(self.params.recipe.raw_shape):
-            # LiberTEM split frames into tiles: the recipe needs whole frames
-            raise RuntimeError(
-                f"RrVAEEncoderUDF got a tile of shape {shape}, part of a frame; it needs whole "
-                f"frames {tuple(self.params.recipe.raw_shape)}. Please report this with the "
-                "dataset type; a smaller batch_size may avoid it."
-            )
+        H, W = self.params.recipe.raw_shape
+        sl = self.meta.slice  # origin (first frame of the tile, ky, kx), flattened scan
+        start, n = int(sl.origin[0]), int(tile.shape[0])
+        if tuple(tile.shape[1:]) == (H, W):
+            self._preprocess(start, tile)
+            return
+        # Large frames (e.g. 1024 x 1024) come in parts: assemble each stack of frames, then
+        # preprocess it whole (the recipe needs whole frames)
+        partial = self.__dict__.setdefault("_partial", {})
+        frames, filled = partial.get((start, n), (None, 0))
+        if frames is None:
+            frames = np.zeros((n, H, W), dtype=np.float32)
+        (oy, ox), (h, w) = sl.origin[1:], tuple(sl.shape)[1:]
+        frames[:, oy : oy + h, ox : ox + w] = np.asarray(tile).reshape(n, h, w)
+        filled += h * w
+        if filled == H * W:
+            partial.pop((start, n), None)
+            self._preprocess(start, frames)
+        else:
+            partial[(start, n)] = (frames, filled)
+
+    def _preprocess(self, start: int, frames) -> None:
         # tiles can arrive out of scan order (HDF5 reads chunk by chunk): keep their start
         pending = self.__dict__.setdefault("_pending", [])
-        pending.append((int(self.meta.slice.origin[0]), self.params.recipe.apply(np.asarray(tile))))
+        pending.append((start, self.params.recipe.apply(np.asarray(frames))))
 
     def postprocess(self):
         pending = self.__dict__.pop("_pending", [])
+        if self.__dict__.pop("_partial", None):  # pragma: no cover - guards LiberTEM's tiling
+            raise RuntimeError("some frames of this partition arrived incomplete")
         n = len(self.results.angle)
         if not pending:
             if n:  # pragma: no cover - guards LiberTEM's calling order

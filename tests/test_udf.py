@@ -117,6 +117,17 @@ def test_roi_gives_the_full_run_values_at_those_positions(setup, inline, tmp_pat
 
 
 @pytest.mark.slow  # starting two worker processes takes most of its 10-25 s
+@pytest.mark.filterwarnings("ignore:dataset.adjust_tileshape")
+def test_frames_split_into_tiles_are_assembled(setup, inline):
+    # large cameras (1024 x 1024) reach a UDF in parts of frames; force that on small ones
+    raw, prep, model, recipe, ref = setup
+    ds = inline.load("memory", data=raw, sig_dims=2, tileshape=(5, 8, 32), num_partitions=2)
+    udf = RrVAEEncoderUDF(model, recipe=recipe)
+    assert_same_maps(latent_maps(inline.run_udf(ds, udf)), ref)
+    roi = np.random.default_rng(6).random((SCAN, SCAN)) < 0.5
+    assert_same_maps(latent_maps(inline.run_udf(ds, udf, roi=roi)), ref, where=roi)
+
+
 def test_dask_executor_on_a_local_cluster(setup, tmp_path):
     raw, prep, model, recipe, ref = setup
     np.save(tmp_path / "scan.npy", raw)
