@@ -17,8 +17,9 @@ How it maps onto LiberTEM's hooks:
 - ``process_tile`` only *preprocesses* (tiles that hold parts of large frames are assembled into
   whole frames first); the model inputs of a partition are kept on the UDF and encoded in
   ``postprocess`` in batches of ``batch_size``, so the encoder's batch does not depend on how a
-  file format tiles its data (HDF5 tiles follow the file's chunks, often a few frames). LiberTEM's ``process_partition``
-  would give the same batching but failed on HDF5 datasets in LiberTEM 0.16.
+  file format tiles its data (HDF5 tiles follow the file's chunks, often a few frames).
+  LiberTEM's ``process_partition`` would give the same batching but failed on HDF5 datasets in
+  LiberTEM 0.16.
 - ``get_task_data`` runs on the worker: it unpickles the model once per worker process (a
   module-level cache) and puts it on the worker's device.
 - ``get_backends``: ``numpy`` (CPU) and ``cuda`` (a CUDA worker: frames arrive as numpy arrays,
