@@ -11,7 +11,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 # make torch's small operations up to tenfold slower (kernels inherit this environment).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test book lab bench bench-encoders data weights lint clean
+.PHONY: setup test book lab bench bench-encoders bench-udf bench-gpu data weights lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ bench: setup
 # The encoders compared on simulated graphene and hBN (about 30 min): bench/results/encoders.md
 bench-encoders: setup
 	$(PY) -m bench.encoders
+
+# The LiberTEM UDF against encode_maps, 1 and 2 workers (a few minutes): bench/results/udf.md
+bench-udf: setup
+	$(PY) -m bench.udf
+
+# On a machine with an NVIDIA GPU (and a CUDA build of torch): the gpu-marked tests, CPU vs GPU
+# training, encoding and the UDF on LiberTEM's CUDA backend (about 10 min): bench/results/gpu.md.
+# Without CUDA it refuses; `$(PY) -m bench.gpu --dry-run` checks the script on the CPU.
+bench-gpu: setup
+	$(PY) -m bench.gpu
 
 data: setup
 	$(PY) data/make_data.py

@@ -19,8 +19,8 @@ The steps, in the order :func:`prepare` applies them (each is also a public func
 4. Optional **intensity scaling** (:func:`scale_intensity`: ``'log'`` = log(1 + I), ``'sqrt'``, or a
    power).
 5. **Subtract the mean pattern** of the reduced stack.
-6. Optional **PCA denoising** (:func:`pca_denoise`): fit ``pca_components``, rebuild from the first
-   ``pca_keep`` (the paper: 20 fitted, 13 kept).
+6. Optional **PCA denoising** (:func:`pca_denoise`): fit ``pca_components``, project every
+   pattern onto the first ``pca_keep`` (:func:`pca_project`; the paper: 20 fitted, 13 kept).
 7. **Normalise** the whole stack to [0, 1] (:func:`normalise`).
 
 Steps 1-4 act on each pattern on its own, so they run batch by batch on numpy arrays and chunk by
@@ -56,6 +56,7 @@ __all__ = [
     "resize_patterns",
     "scale_intensity",
     "pca_denoise",
+    "pca_project",
     "noise_floor_keep",
     "normalise",
 ]
@@ -511,6 +512,15 @@ def pca_denoise(patterns, n_components: int, keep: int | None = None, *, seed: i
     if keep > n_components:
         raise ValueError(f"pca_keep={keep} must not exceed pca_components={n_components}.")
     _check_finite(X, "patterns")
+    mean, Xc, U, S, V, ratio = _pca_fit(X, n_components, seed)
+    rebuilt = (U[:, :keep] * S[:keep]) @ V[:, :keep].T
+    denoised = rebuilt.numpy() + mean
+    return denoised.astype(np.float32).reshape(lead + (H, W)), ratio
+
+
+def _pca_fit(X: np.ndarray, n_components: int, seed: int):
+    """Randomized PCA of X (N, P) float32: (mean (P,), centred X, U, S, V (torch), ratio)."""
+    N, P = X.shape
     mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
     Xc = X - mean
     total = float(np.einsum("ij,ij->", Xc, Xc, dtype=np.float64))
@@ -525,10 +535,41 @@ def pca_denoise(patterns, n_components: int, keep: int | None = None, *, seed: i
         U, S, V = torch.pca_lowrank(
             torch.from_numpy(Xc), q=q, center=False, niter=PCA_POWER_ITERATIONS
         )
-    rebuilt = (U[:, :keep] * S[:keep]) @ V[:, :keep].T
-    denoised = rebuilt.numpy() + mean
     ratio = (S[:n_components].double() ** 2).numpy() / total
-    return denoised.astype(np.float32).reshape(lead + (H, W)), ratio
+    return mean, Xc, U, S, V, ratio
+
+
+def pca_project(patterns, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Project patterns onto principal components: ``(x - mean) C^T C + mean`` per pattern.
+
+    This is how :func:`prepare` applies PCA denoising, to the patterns it fitted the components
+    on and, through :class:`rrvae_nb.recipe.Recipe`, to new patterns the same way.
+
+    Parameters
+    ----------
+    patterns : array_like, shape (N, ky, kx)
+        Patterns, with P = ky * kx pixels each.
+    mean : numpy.ndarray, shape (P,)
+        The mean pattern the components were fitted about (flattened, row-major).
+    components : numpy.ndarray, shape (keep, P)
+        Orthonormal principal directions (rows).
+
+    Returns
+    -------
+    numpy.ndarray, float32, same shape as ``patterns``
+    """
+    x = np.asarray(patterns, dtype=np.float32)
+    lead, (H, W) = x.shape[:-2], x.shape[-2:]
+    mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+    components = np.asarray(components, dtype=np.float32)
+    if mean.shape != (H * W,) or components.ndim != 2 or components.shape[1] != H * W:
+        raise ValueError(
+            f"PCA basis of shapes mean {mean.shape}, components {components.shape} does not fit "
+            f"patterns of {H} x {W} = {H * W} pixels."
+        )
+    Xc = x.reshape(-1, H * W) - mean
+    rebuilt = (Xc @ components.T) @ components + mean
+    return rebuilt.astype(np.float32, copy=False).reshape(lead + (H, W))
 
 
 def noise_floor_keep(ratio, factor: float = 1.5, tail: int = 10) -> tuple[int, float]:
@@ -814,6 +855,10 @@ class Prepared:
         Reduced pixel (j, i) is centred on raw pixel k_origin_px + (j, i) * k_step_px.
     steps : dict
         Record of the parameters and of numbers found on the way (value range, PCA variance).
+    pca_basis : (numpy.ndarray, numpy.ndarray) or None
+        With PCA denoising: the mean (P,) and the kept components (keep, P), P = H * W, that
+        every pattern was projected with (:func:`pca_project`); kept so that new patterns can be
+        treated the same way (:class:`rrvae_nb.recipe.Recipe`).
     """
 
     patterns: np.ndarray
@@ -824,6 +869,7 @@ class Prepared:
     k_origin_px: tuple[float, float]
     k_step_px: float
     steps: dict = field(default_factory=dict)
+    pca_basis: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def _checked(self, values) -> np.ndarray:
         v = np.asarray(values)
@@ -1175,8 +1221,9 @@ def _finish(plan: _Plan, reduced, stats, centre_px, steps: _PatternSteps) -> Pre
     _check_stats(stats, plan.scale)
     mean_pattern = np.asarray(mean).astype(np.float32)
     out = reduced - mean_pattern if plan.subtract_mean else reduced
+    pca_basis = None
     if plan.pca_components is not None:
-        out, ratio = pca_denoise(out, plan.pca_components, plan.pca_keep, seed=plan.seed)
+        out, ratio, pca_basis = _pca_step(out, plan.pca_components, plan.pca_keep, plan.seed)
         record["pca_explained_variance_ratio"] = [float(r) for r in ratio]
         record["seed"] = plan.seed
     if plan.normalise:
@@ -1189,7 +1236,21 @@ def _finish(plan: _Plan, reduced, stats, centre_px, steps: _PatternSteps) -> Pre
     step_px, k_origin, cal_out = _reduced_calibration(steps, plan.calibration)
     return Prepared(patterns=out, scan_shape=plan.grid, calibration=cal_out,
                     mean_pattern=mean_pattern, centre_px=centre_px, k_origin_px=k_origin,
-                    k_step_px=step_px, steps=record)
+                    k_step_px=step_px, steps=record, pca_basis=pca_basis)
+
+
+def _pca_step(out: np.ndarray, n_components: int, keep: int | None, seed: int):
+    """prepare's PCA: fit (as :func:`pca_denoise`), then project every pattern onto the kept
+    components with :func:`pca_project`, the operation a new pattern gets from the recipe
+    (``rrvae_nb.recipe``). (pca_denoise's U S V^T rebuild differs from this projection by the
+    randomized SVD's small error, so new patterns could not be treated exactly alike.)"""
+    x = np.asarray(out, dtype=np.float32)
+    n, h, w = x.shape
+    _check_finite(x, "patterns")
+    keep = n_components if keep is None else keep
+    mean, _, _, _, V, ratio = _pca_fit(x.reshape(n, h * w), n_components, seed)
+    components = np.ascontiguousarray(V[:, :keep].T.numpy(), dtype=np.float32)
+    return pca_project(x, mean, components), ratio, (mean, components)
 
 
 def _to_unit_range(x, lo: float, hi: float):

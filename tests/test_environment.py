@@ -24,8 +24,9 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml on Python 3.10")
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Extras that the chapters of the book import from (simulation, data handling, widgets).
-BOOK_EXTRAS = ("data", "sim", "book")
+#: Extras that the chapters of the book import from (simulation, data handling, widgets, and
+#: LiberTEM for chapter 6's UDF section).
+BOOK_EXTRAS = ("data", "sim", "book", "live")
 #: Conda packages allowed in environment.yml: everything else must come through pip.
 CONDA_ALLOWED = {"python", "pip"}
 
