@@ -213,8 +213,12 @@ def check(name: str, answer, *, strict: bool = False, **data) -> CheckResult:
     if name not in CHECKS:
         raise KeyError(f"no exercise check named {name!r}; known: {', '.join(sorted(CHECKS))}")
     spec = CHECKS[name]
+    missing = [key for key, value in data.items() if value is None]
     if answer is NOT_ANSWERED:
         result = CheckResult(name, False, False, f"fill in `answer` ({spec.asks}) and run again.")
+    elif missing:
+        result = CheckResult(name, False, False, f"also replace None by what you computed for "
+                             f"{', '.join(f'{k}=' for k in missing)} in the check call.")
     else:
         try:
             correct, message = spec.function(answer, **data)

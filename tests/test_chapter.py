@@ -360,3 +360,8 @@ def test_every_check_has_a_unit_test_above():
     for name in tested:
         assert f"def test_{name.replace('-', '_')}" in Path(__file__).read_text()
     assert set(CHECKS) == tested
+
+
+def test_check_asks_for_the_data_a_student_left_as_none(capsys):
+    result = check("ch2-scale", 0.1, model=None, patterns=np.zeros((2, 4, 4)))
+    assert not result and "model=" in result.message
