@@ -365,3 +365,26 @@ def test_every_check_has_a_unit_test_above():
 def test_check_asks_for_the_data_a_student_left_as_none(capsys):
     result = check("ch2-scale", 0.1, model=None, patterns=np.zeros((2, 4, 4)))
     assert not result and "model=" in result.message
+
+
+# -------------------------------------------------------------------- the chapters' plumbing
+def _code_cells(path):
+    return [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == "code"]
+
+
+def test_plumbing_cells_are_shared_tagged_and_read_the_settings():
+    # One Colab cell (it must run before the package is installed, so it cannot live in it),
+    # removed from the published page; the configuration cell reads rrvae_nb.chapter.settings
+    # and is collapsed; no chapter reads the environment or writes cached weights itself.
+    colab = set()
+    for path in CHAPTERS:
+        cells = _code_cells(path)
+        first, config = "".join(cells[0]["source"]), "".join(cells[1]["source"])
+        assert "google.colab" in first and "remove-cell" in cells[0]["metadata"]["tags"]
+        colab.add(first)
+        assert "S = settings()" in config and "hide-input" in cells[1]["metadata"]["tags"]
+        later = "".join("".join(c["source"]) for c in cells[1:])
+        assert "os.environ" not in later, path.name
+        assert "save_weights(" not in later, path.name     # fit_or_load does it
+    assert len(colab) == 1

@@ -54,7 +54,7 @@ def run_all(nb: dict, cwd: Path, timeout: int = 900) -> None:
 
     socket_dir = Path(tempfile.mkdtemp(prefix="rrvae-runall-"))
     try:
-        node = nbformat.from_dict(without_tags(nb))
+        node = nbformat.reads(json.dumps(without_tags(nb)), as_version=4)
         client = NotebookClient(node, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd)}},
                                 kernel_manager_class=_ipc_kernel_manager(socket_dir))

@@ -38,7 +38,8 @@ CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 # What only a solution may contain: the MyST solution directive, or a check that must pass.
-_SOLUTION_TEXT = re.compile(r"`{3,}\s*\{solution(-start|-end)?\}|strict\s*=\s*True")
+_SOLUTION_TEXT = re.compile(
+    r"`{3,}\s*\{solution(-start|-end)?\}|\bcheck\((?:[^()]|\([^()]*\))*\bstrict\s*=\s*True")
 
 
 def tags(cell: dict) -> list[str]:
