@@ -138,6 +138,8 @@ def _names(source: str) -> tuple[set[str], set[str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (stored if isinstance(node.ctx, ast.Store) else loaded).add(node.id)
+        elif isinstance(node, ast.arg):
+            stored.add(node.arg)
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             stored.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -156,10 +158,11 @@ def test_the_student_copy_needs_nothing_only_a_solution_defines(path):
             defined_by_students |= _names("".join(c["source"]))[0]
     only_solutions = set()
     for c in code:
-        stored, loaded = _names("".join(c["source"]))
         if "solution" in make_course.tags(c):
-            only_solutions |= stored - defined_by_students
-        else:
+            only_solutions |= _names("".join(c["source"]))[0] - defined_by_students
+    for c in code:
+        if "solution" not in make_course.tags(c):
+            loaded = _names("".join(c["source"]))[1]
             assert not (loaded & only_solutions), (c["id"], loaded & only_solutions)
 
 
