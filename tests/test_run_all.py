@@ -14,6 +14,7 @@ Opt-in (the chapters take minutes): ``pytest tests/test_run_all.py --run-chapter
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -47,8 +48,11 @@ def without_tags(nb: dict) -> dict:
     return nb
 
 
-def run_all(nb: dict, cwd: Path, timeout: int = 900) -> None:
-    """Execute every cell of ``nb`` in order in a fresh kernel; raise on the first error."""
+def run_all(nb: dict, cwd: Path, timeout: int = 900, save_as: str | None = None) -> None:
+    """Execute every cell of ``nb`` in order in a fresh kernel; raise on the first error.
+
+    With ``RRVAE_NB_EXECUTED_DIR`` set, the executed notebook (outputs up to the error) is
+    written there as ``save_as``, to read the numbers a run printed."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -58,7 +62,13 @@ def run_all(nb: dict, cwd: Path, timeout: int = 900) -> None:
         client = NotebookClient(node, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd)}},
                                 kernel_manager_class=_ipc_kernel_manager(socket_dir))
-        client.execute()
+        try:
+            client.execute()
+        finally:
+            out = os.environ.get("RRVAE_NB_EXECUTED_DIR")
+            if out and save_as:
+                Path(out).mkdir(parents=True, exist_ok=True)
+                nbformat.write(node, Path(out) / save_as)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
@@ -95,7 +105,7 @@ def _which(config, kind: str) -> bool:
 def test_chapter_runs_all(path, request):
     if not _which(request.config, "chapters"):
         pytest.skip("the chapters run with --run-chapters=chapters (or all)")
-    run_all(json.loads(path.read_text(encoding="utf-8")), path.parent)
+    run_all(json.loads(path.read_text(encoding="utf-8")), path.parent, save_as=path.name)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
@@ -108,4 +118,4 @@ def test_student_copy_runs_all(path, request):
     finally:
         sys.path.remove(str(ROOT / "tools"))
     student, _ = split_notebook(json.loads(path.read_text(encoding="utf-8")), path.name)
-    run_all(student, path.parent)
+    run_all(student, path.parent, save_as=f"student_{path.name}")
