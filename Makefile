@@ -11,7 +11,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 # make torch's small operations up to tenfold slower (kernels inherit this environment).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test book lab bench bench-encoders bench-udf bench-gpu data weights lint clean
+.PHONY: setup test book lab bench bench-encoders bench-udf bench-gpu data weights lint clean course
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# The tests: the package's unit tests, every chapter under nbmake in quick mode, a quick-mode
-# HTML build of the book and the headless-browser check of it. Two notebook kernels share the two
-# cores, so each gets one OpenMP thread (two each oversubscribe the CPUs and run ~10x slower).
+# The tests: the package's unit tests; every chapter and every student copy of the course kit
+# run top to bottom in quick mode as JupyterLab's Run All runs them (tests/test_run_all.py: no
+# cell tags honoured, so a skip tag cannot hide a cell that stops a student; the solutions run
+# and must pass their checks); a quick-mode HTML build of the book and the headless-browser
+# check of it. Two notebook kernels share the two cores, so each gets one OpenMP thread (two each
+# oversubscribe the CPUs and run ~10x slower).
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 test: setup
 	$(PY) -m pytest -q -n 2 tests
 ifneq ($(NOTEBOOKS),)
-	RRVAE_NB_QUICK=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider --nbmake --nbmake-timeout=900 $(NOTEBOOKS)
+	RRVAE_NB_QUICK=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider tests/test_run_all.py --run-chapters=all
 endif
 	$(MAKE) --no-print-directory book-quick
 	$(MAKE) --no-print-directory browser-check BOOK_VARIANT=quick
@@ -79,6 +82,11 @@ book-quick: setup
 browser-check: setup
 	$(PY) tools/browser_check.py --variant $(BOOK_VARIANT) --install-browser --strict-external
 
+# The course kit: course/student/*.ipynb (solution cells removed, exercise cells kept) and
+# course/instructor/*.ipynb (solutions in), chosen by cell tags (tools/make_course.py).
+course: setup
+	$(PY) tools/make_course.py
+
 # JupyterLab on the chapters, in the project's .venv (root needs --allow-root).
 # Extra options: make lab LAB_ARGS="--no-browser --port=8899".
 LAB_ARGS ?=
@@ -86,4 +94,4 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
-	rm -rf book/_build .pytest_cache
+	rm -rf book/_build .pytest_cache course

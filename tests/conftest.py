@@ -24,3 +24,12 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(1234)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-chapters", action="store", default=None, choices=("chapters", "student", "all"),
+        help="tests/test_run_all.py: run every chapter ('chapters'), every student copy of the "
+             "course kit ('student') or both ('all') top to bottom in a fresh kernel, as "
+             "JupyterLab's Run All does (no cell tags honoured). Set RRVAE_NB_QUICK=1 for CI.",
+    )
