@@ -38,7 +38,7 @@ endif
 	$(MAKE) --no-print-directory browser-check BOOK_VARIANT=quick
 
 lint: setup
-	$(VENV)/bin/ruff check rrvae_nb tests bench tools book/_ext notebooks/conftest.py
+	$(VENV)/bin/ruff check rrvae_nb tests bench tools book/_ext data/*.py
 
 # Speed (paper vs default rrVAE; about 25 min) and out-of-core scale (a 2 GB file; about 5 min).
 bench: setup

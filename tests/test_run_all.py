@@ -28,7 +28,10 @@ CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def _ipc_kernel_manager(socket_dir: Path):
-    # Kernels on Unix sockets, not TCP ports: see notebooks/conftest.py for why.
+    # Kernels on Unix sockets, not TCP ports. With TCP, jupyter_client picks five free ports,
+    # closes them and lets the kernel bind them a second later; with two chapters running side
+    # by side (one starting a dask cluster) another socket can take a port in that second and
+    # the kernel dies with "Address already in use". Socket files in a private folder cannot.
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
