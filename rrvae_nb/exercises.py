@@ -108,17 +108,11 @@ def _ch1_sixfold(answer, *, size):
 @register(CHECKS, "ch1-paper-encoder", "the median angle error in degrees (a float) that "
           "angle_tracking reports for the trained encoder='mlp' model on the test patterns")
 def _ch1_paper_encoder(answer, *, model, patterns, turns=(30, 90, 150, -120)):
-    from .rotate import rotate_patterns, wrap_angle
+    from .metrics import angle_tracking
 
     if (msg := _wrong_model(model, encoder="mlp")) is not None:
         return False, msg
-    patterns = np.asarray(patterns)
-    base = model.encode(patterns)
-    errors = []
-    for t in np.radians(turns):
-        enc = model.encode(np.clip(rotate_patterns(patterns, t), 0, 1))
-        errors.append(np.abs(wrap_angle(enc.angle - base.angle - t)))
-    expected = math.degrees(float(np.median(np.concatenate(errors))))
+    expected, _ = angle_tracking(model, np.asarray(patterns), np.radians(turns))
     got = _number(answer)
     if not _near(got, expected, 0.5):
         return False, (f"angle_tracking gives {expected:.1f} degrees for this model on these "

@@ -9,6 +9,10 @@ with these few tools, and a reader can use them on their own data:
 * :func:`cos_toward` - cosine between vectors (e.g. the COM) and directions (e.g. to an atom);
 * :func:`angle_agreement` - how closely two sets of angles agree up to a common offset (e.g. the
   angle latent and the COM direction), 1 for a constant offset and near 0 for unrelated angles;
+* :func:`resultant` - the mean resultant length of one set of angles (0 spread evenly, 1 equal);
+* :func:`angle_tracking` - turn patterns and measure how the encoded angle and content follow;
+* :func:`pca` and :func:`n_components` - principal components of patterns and how many explain a
+  given share of the variance (the linear baseline of chapter 1);
 * :func:`knn_rarity` - a label-free defect score: how far each encoding lies from its k-th
   nearest neighbour in robustly standardised latent space.
 
@@ -27,7 +31,7 @@ from scipy.spatial import cKDTree
 from .signals import Calibration, _points_nm
 
 __all__ = ["roc_auc", "NearestSite", "nearest_site", "cos_toward", "angle_agreement",
-           "knn_rarity"]
+           "resultant", "angle_tracking", "pca", "n_components", "knn_rarity"]
 
 #: Factor that turns a median absolute deviation into a standard deviation for normal data.
 MAD_TO_STD = 1.4826
@@ -244,6 +248,141 @@ def angle_agreement(a_rad, b_rad, *, symmetry: int = 1, weights=None) -> float:
     if n < 1:
         raise ValueError(f"symmetry must be a positive integer; got {symmetry!r}.")
     return float(np.abs(np.sum(w * np.exp(1j * n * (a - b)))) / np.sum(w))
+
+
+def resultant(a_rad) -> float:
+    """Mean resultant length ``|<exp(i a)>|`` of a set of angles, in [0, 1].
+
+    Parameters
+    ----------
+    a_rad : array_like
+        Angles in radians (any shape; all are pooled).
+
+    Returns
+    -------
+    float
+        0 for angles spread evenly over the circle (about ``1 / sqrt(N)`` for N random ones),
+        1 when all are equal; ``exp(-s^2 / 2)`` for a normal spread of width ``s``.
+
+    Raises
+    ------
+    ValueError
+        If no angle is given or one is NaN/inf.
+    """
+    a = np.asarray(a_rad, dtype=float)
+    if a.size == 0:
+        raise ValueError("no angles given: pass at least one angle (rad).")
+    if not np.isfinite(a).all():
+        raise ValueError("the angles contain NaN or inf: mask those first.")
+    return float(np.abs(np.mean(np.exp(1j * a))))
+
+
+def angle_tracking(model, patterns, turns_rad) -> tuple[float, float]:
+    """How well a model's encoding follows a turn of its input: angle error and content move.
+
+    Every pattern is turned by each angle of ``turns_rad`` (:func:`rrvae_nb.rotate.rotate_patterns`,
+    values clipped to [0, 1]) and encoded again. An equivariant model moves the encoded angle by
+    the turn and leaves the content latents in place.
+
+    Parameters
+    ----------
+    model : RrVAE
+        A model with ``encode(patterns)`` returning ``.angle`` (N,) in rad and ``.z`` (N, d).
+    patterns : array_like
+        (N, ky, kx) square patterns, values in [0, 1].
+    turns_rad : array_like
+        The turns to apply, in radians (positive: counter-clockwise on screen).
+
+    Returns
+    -------
+    median_error_deg : float
+        Median over patterns and turns of ``|encoded change of angle - turn|`` on the circle,
+        in degrees (about 90 for angles unrelated to the turn, 0 for an equivariant encoder).
+    median_move : float
+        Median Euclidean distance the content latents ``z`` move, in latent units.
+
+    Raises
+    ------
+    ValueError
+        If no turn is given.
+    """
+    from .rotate import circ_diff, rotate_patterns
+
+    turns = np.atleast_1d(np.asarray(turns_rad, dtype=float))
+    if turns.size == 0:
+        raise ValueError("no turns given: pass at least one angle in radians.")
+    patterns = np.asarray(patterns)
+    base = model.encode(patterns)
+    errors, moves = [], []
+    for t in turns:
+        enc = model.encode(np.clip(rotate_patterns(patterns, t), 0, 1))
+        errors.append(np.abs(circ_diff(enc.angle - base.angle, t)))
+        moves.append(np.linalg.norm(enc.z - base.z, axis=1))
+    return (float(np.degrees(np.median(np.concatenate(errors)))),
+            float(np.median(np.concatenate(moves))))
+
+
+def pca(patterns) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of a stack of patterns (an SVD of the centred pixels).
+
+    Parameters
+    ----------
+    patterns : array_like
+        (N, ky, kx) patterns; each is one sample, its pixels the variables.
+
+    Returns
+    -------
+    fractions : numpy.ndarray
+        (K,) share of the variance explained by each component, K = min(N, ky kx), in
+        decreasing order, summing to 1 (all zero when the patterns do not vary).
+    components : numpy.ndarray
+        (K, ky, kx) the components (unit-norm images), in the same order.
+
+    Raises
+    ------
+    ValueError
+        If ``patterns`` is not a 3-D stack.
+    """
+    # numpy's SVD is all this needs; scikit-learn's PCA would add a dependency for the same call
+    x = np.asarray(patterns)
+    if x.ndim != 3:
+        raise ValueError(f"pca needs a stack of patterns (N, ky, kx); got shape {x.shape}. "
+                         "For one pattern pass x[None].")
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    flat = flat - flat.mean(0)
+    _, s, vt = np.linalg.svd(flat, full_matrices=False)
+    var = s**2
+    frac = var / var.sum() if var.sum() > 1e-20 else np.zeros_like(var)
+    return frac, vt.reshape(-1, *x.shape[1:])
+
+
+def n_components(fractions, target: float = 0.95) -> int:
+    """The number of leading components that explain at least ``target`` of the variance.
+
+    Parameters
+    ----------
+    fractions : array_like
+        (K,) variance fractions in decreasing order, as :func:`pca` returns them.
+    target : float
+        Share of the variance to explain, in (0, 1].
+
+    Returns
+    -------
+    int
+        The smallest k with ``sum(fractions[:k]) >= target``; 0 when there is no variance.
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is outside (0, 1].
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target must be a share of the variance in (0, 1]; got {target!r}.")
+    frac = np.asarray(fractions, dtype=float)
+    if frac.sum() == 0:
+        return 0
+    # a little slack so that round-off in the cumulative sum cannot ask for one more component
+    return int(min(np.searchsorted(np.cumsum(frac), target - 1e-12) + 1, frac.size))
 
 
 def knn_rarity(z, k: int = 20) -> np.ndarray:

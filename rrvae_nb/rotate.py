@@ -27,6 +27,8 @@ __all__ = [
     "sample_at_pose",
     "rotate_patterns",
     "wrap_angle",
+    "circ_diff",
+    "to_polar",
     "translation_to_pixels",
 ]
 
@@ -177,6 +179,65 @@ def wrap_angle(angle, symmetry: int = 1):
     if isinstance(angle, torch.Tensor):
         return torch.remainder(angle + period / 2, period) - period / 2
     return np.mod(np.asarray(angle) + period / 2, period) - period / 2
+
+
+def circ_diff(a, b):
+    """Difference ``a - b`` of angles on the circle, wrapped into [-pi, pi).
+
+    Parameters
+    ----------
+    a, b : array_like
+        Angles in radians, broadcastable against each other.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``a - b`` in radians, in [-pi, pi): 350 deg - 10 deg gives -20 deg, not 340 deg.
+    """
+    return wrap_angle(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+
+
+def to_polar(image, n_r: int = 16, n_phi: int = 128) -> np.ndarray:
+    """Resample a square image on a polar grid about its centre (bilinear interpolation).
+
+    Parameters
+    ----------
+    image : array_like
+        (H, W) = (ky, kx) square image, shown with row 0 at the top (the module's convention).
+    n_r : int
+        Number of radii, spaced evenly from 1 px to ``(W - 1) / 2`` px.
+    n_phi : int
+        Number of azimuths, ``2 pi k / n_phi`` for k = 0 .. n_phi - 1, counter-clockwise on
+        screen from +kx (to the right).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_r, n_phi) = (radius, azimuth) samples. Turning the image by ``alpha`` (as
+        :func:`rotate_patterns` does) shifts the result along the azimuth axis by ``alpha``:
+        ``to_polar(rotate_patterns(x, alpha))[:, j]`` is about ``to_polar(x)[:, j - alpha n_phi /
+        2 pi]``.
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2-D and square, or ``n_r``/``n_phi`` are not positive.
+    """
+    # scipy's map_coordinates interpolates at arbitrary points of a numpy image; the model's
+    # own polar grid (networks._polar_grid) works on torch batches and fixed sizes instead.
+    from scipy.ndimage import map_coordinates
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or img.shape[0] != img.shape[1]:
+        raise ValueError(f"to_polar needs one square (H, W) image; got shape {img.shape}. "
+                         "Pass the patterns one at a time.")
+    if int(n_r) < 1 or int(n_phi) < 1:
+        raise ValueError(f"n_r and n_phi must be positive; got {n_r!r} and {n_phi!r}.")
+    half = (img.shape[-1] - 1) / 2
+    r = np.linspace(1.0, half, int(n_r))[:, None]
+    phi = 2 * np.pi * np.arange(int(n_phi))[None, :] / int(n_phi)
+    # row index grows downwards, so "up on screen" (positive sin) is a smaller row
+    return map_coordinates(img, [half - r * np.sin(phi), half + r * np.cos(phi)], order=1)
 
 
 def translation_to_pixels(translation, size: int):

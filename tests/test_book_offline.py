@@ -181,6 +181,26 @@ def test_mathjax_and_widget_scripts_come_from_the_build(config):
     assert (ROOT / ".gitignore").read_text().count("book/_vendor/") == 1
 
 
+def test_toc_lists_the_parts_of_a_split_chapter_in_order(tmp_path):
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    for name in ("02_next", "01_3_c", "01_1_a", "01_2_b", "conftest", "1_bad"):
+        (nb / f"{name}.ipynb").write_text("{}")
+    assert book_toc.find_chapters(tmp_path) == [
+        "notebooks/01_1_a", "notebooks/01_2_b", "notebooks/01_3_c", "notebooks/02_next"]
+    (nb / "01_2_again.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match="part 2 of chapter 01"):
+        book_toc.find_chapters(tmp_path)
+    (nb / "01_2_again.ipynb").unlink()
+    (nb / "01_whole.ipynb").write_text("{}")
+    with pytest.raises(ValueError, match="both a whole notebook"):
+        book_toc.find_chapters(tmp_path)
+
+
+def test_the_committed_toc_is_up_to_date():
+    assert book_toc.main(["--check", "--root", str(ROOT)]) == 0
+
+
 def test_chapter_badges_are_local_images():
     import json
 

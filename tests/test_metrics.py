@@ -325,3 +325,70 @@ def test_angle_agreement_weights_and_bad_input():
         metrics.angle_agreement(a, b, weights=[1, -1, 0, 1])
     with pytest.raises(ValueError, match="no angles"):
         metrics.angle_agreement([], [])
+
+
+# ---------------------------------------------------------------- chapter 1's measures
+def test_resultant_is_one_for_equal_angles_and_small_for_an_even_spread():
+    from rrvae_nb.metrics import resultant
+
+    assert resultant(np.full(10, 2.0)) == pytest.approx(1.0)
+    assert resultant(2 * np.pi * np.arange(12) / 12) == pytest.approx(0.0, abs=1e-12)
+    # a normal spread of width s has resultant exp(-s^2 / 2)
+    rng = np.random.default_rng(0)
+    assert resultant(rng.normal(0.3, 0.5, 200_000)) == pytest.approx(np.exp(-0.125), abs=5e-3)
+    with pytest.raises(ValueError, match="no angles"):
+        resultant([])
+
+
+class _PoseModel:
+    """Encodes the direction of a pattern's centre of mass (equivariant) or a constant."""
+
+    def __init__(self, equivariant):
+        self.equivariant = equivariant
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        x = np.asarray(x, dtype=float)
+        h = x.shape[-1]
+        yy, xx = np.mgrid[:h, :h] - (h - 1) / 2
+        w = x.sum((1, 2))
+        dx, dy = (x * xx).sum((1, 2)) / w, -(x * yy).sum((1, 2)) / w
+        angle = np.arctan2(dy, dx) if self.equivariant else np.zeros(len(x))
+        z = np.stack([w, np.hypot(dx, dy)], 1) / 100
+        return SimpleNamespace(angle=angle, z=z)
+
+
+def test_angle_tracking_separates_an_equivariant_encoder_from_a_blind_one():
+    from rrvae_nb.metrics import angle_tracking
+
+    yy, xx = np.mgrid[:33, :33]
+    spots = np.stack([np.exp(-((yy - 16) ** 2 + (xx - c) ** 2) / 4.0) for c in (22, 26, 28)])
+    turns = np.radians([30, 90, -120, 180])
+    err, move = angle_tracking(_PoseModel(True), spots, turns)
+    assert err < 1.0 and move < 0.01
+    err_blind, _ = angle_tracking(_PoseModel(False), spots, turns)
+    # the blind model's error is |turn| wrapped: median of 30, 90, 120, 180 deg
+    assert err_blind == pytest.approx(105.0, abs=1.0)
+    with pytest.raises(ValueError, match="no turns"):
+        angle_tracking(_PoseModel(True), spots, [])
+
+
+def test_pca_finds_the_planted_directions_and_counts_them():
+    from rrvae_nb.metrics import n_components, pca
+
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.normal(size=(16, 2)))[0].T.reshape(2, 4, 4)   # two orthonormal images
+    weights = rng.normal(size=(500, 2)) * [3.0, 1.0]
+    x = 5.0 + np.einsum("nk,khw->nhw", weights, basis)
+    frac, comps = pca(x)
+    assert frac[:2].sum() == pytest.approx(1.0) and frac[0] == pytest.approx(0.9, abs=0.03)
+    assert abs(np.sum(comps[0] * basis[0])) == pytest.approx(1.0, abs=1e-3)   # up to sign
+    assert n_components(frac, 0.8) == 1 and n_components(frac, 0.95) == 2
+    # copies of one pattern: no variance, no component
+    flat_frac, _ = pca(np.repeat(x[:1], 3, 0))
+    assert n_components(flat_frac) == 0
+    with pytest.raises(ValueError, match="stack"):
+        pca(x[0])
+    with pytest.raises(ValueError, match="target"):
+        n_components(frac, 1.5)

@@ -100,3 +100,39 @@ def test_rendering_samples_the_canonical_image_where_pose_coordinates_say(rng):
     np.testing.assert_allclose(out.detach().numpy(), ref.numpy(), atol=1e-5)
     (out * torch.from_numpy(rng.normal(size=(3, size, size)).astype(np.float32))).sum().backward()
     assert torch.all(angle.grad.abs() > 1e-4)
+
+
+# ---------------------------------------------------------------- circ_diff and to_polar
+def test_circ_diff_takes_the_short_way_round():
+    from rrvae_nb.rotate import circ_diff
+
+    d = circ_diff(np.radians([350.0, 10.0, 180.0]), np.radians([10.0, 350.0, 0.0]))
+    np.testing.assert_allclose(np.degrees(d), [-20.0, 20.0, -180.0], atol=1e-9)
+    assert np.all(d >= -np.pi) and np.all(d < np.pi)
+
+
+def test_to_polar_turns_a_rotation_into_a_shift_along_the_azimuth():
+    from rrvae_nb.rotate import to_polar
+
+    size, n_phi = 33, 72
+    img = spot(size=size, row=16, col=26, width=1.5)       # a spot to the right of the centre
+    polar = to_polar(img, n_r=16, n_phi=n_phi)
+    assert polar.shape == (16, n_phi)
+    # the spot sits at azimuth 0 (+kx) at radius 10 px
+    assert np.argmax(polar.max(0)) == 0
+    # a spot above the centre is at +90 deg: azimuths run counter-clockwise on screen
+    up = to_polar(spot(size=size, row=6, col=16, width=1.5), n_phi=n_phi)
+    assert np.argmax(up.max(0)) == n_phi // 4
+    # turning by 50 deg shifts the profile by 10 of the 72 azimuth steps (a broad spot, so that
+    # the two interpolations differ little)
+    broad = spot(size=size, row=16, col=24, width=3.0)
+    turned = to_polar(rotate_patterns(broad, np.radians(50), order=1), n_phi=n_phi)
+    np.testing.assert_allclose(turned, np.roll(to_polar(broad, n_phi=n_phi), 10, axis=1), atol=0.05)
+    assert np.abs(turned - to_polar(broad, n_phi=n_phi)).max() > 0.5   # ...and it did move
+
+
+def test_to_polar_refuses_a_stack_with_a_clear_message():
+    from rrvae_nb.rotate import to_polar
+
+    with pytest.raises(ValueError, match="one at a time"):
+        to_polar(np.zeros((2, 8, 8)))

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Write (or check) the book's table of contents, book/_toc.yml, from the chapters that exist.
 
-A chapter is a notebook ``notebooks/NN_name.ipynb`` (NN: two digits, the chapter's position).
+A chapter is a notebook ``notebooks/NN_name.ipynb`` (NN: two digits, the chapter's position), or
+a chapter split into parts, one notebook per part: ``notebooks/NN_P_name.ipynb`` (P: one digit,
+the part's position within chapter NN; e.g. ``01_1_rotations_and_pca``, ``01_2_rotational_vae``).
 The toc lists the front pages, then every chapter present in number order, then the back pages,
 so the book builds at any stage: a chapter appears in the book as soon as its notebook lands.
 Commit the regenerated ``book/_toc.yml`` together with a new chapter.
@@ -25,8 +27,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOC_PATH = Path("book") / "_toc.yml"
 CHAPTER_DIR = Path("notebooks")
-#: A chapter file name: two digits, an underscore, a name, ``.ipynb``.
-CHAPTER_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
+#: A chapter file name: two digits, an underscore, optionally a part digit and an underscore, a
+#: name, ``.ipynb``.
+CHAPTER_PATTERN = re.compile(r"^(\d\d)_(?:(\d)_)?[A-Za-z0-9_\-]+\.ipynb$")
 
 ROOT_PAGE = "book/intro"
 FRONT_PAGES = ("book/how_to_use", "book/notation", "book/paper_map")
@@ -51,29 +54,40 @@ def find_chapters(repo_root: Path = REPO_ROOT) -> list[str]:
     Returns
     -------
     list of str
-        Names such as ``"notebooks/01_rotational_vae"`` (no suffix), sorted by chapter number.
+        Names such as ``"notebooks/02_simulated_graphene"`` (no suffix), sorted by chapter
+        number, the parts of a split chapter (``"notebooks/01_1_rotations_and_pca"``, ...) in
+        part order.
 
     Raises
     ------
     ValueError
-        If two chapters share a number.
+        If two chapters share a number, two parts of a chapter share a part number, or a chapter
+        number has both a whole notebook and parts.
     """
     folder = repo_root / CHAPTER_DIR
     if not folder.is_dir():
         return []
-    found: dict[str, Path] = {}
+    found: dict[tuple[str, str], Path] = {}
     for path in sorted(folder.glob("*.ipynb")):
         match = CHAPTER_PATTERN.match(path.name)
         if match is None:
             continue
-        number = match.group(1)
-        if number in found:
+        key = (match.group(1), match.group(2) or "")
+        if key in found:
+            what = f"part {key[1]} of chapter {key[0]}" if key[1] else f"the number {key[0]}"
             raise ValueError(
-                f"two chapters share the number {number}: {found[number].name} and {path.name}; "
-                "renumber one of them (chapter files are notebooks/NN_name.ipynb)"
+                f"two chapters share {what}: {found[key].name} and {path.name}; renumber one of "
+                "them (chapter files are notebooks/NN_name.ipynb or, for parts, NN_P_name.ipynb)"
             )
-        found[number] = path
-    return [(CHAPTER_DIR / found[n].stem).as_posix() for n in sorted(found)]
+        found[key] = path
+    for number in {n for n, _ in found}:
+        parts = sorted(p for n, p in found if n == number)
+        if "" in parts and len(parts) > 1:
+            raise ValueError(
+                f"chapter {number} has both a whole notebook ({found[(number, '')].name}) and "
+                "parts (NN_P_name.ipynb): keep one or the other"
+            )
+    return [(CHAPTER_DIR / found[k].stem).as_posix() for k in sorted(found)]
 
 
 def render_toc(chapters: list[str]) -> str:
