@@ -270,6 +270,7 @@ def test_a_clean_page_has_no_problems():
         ({"mathjax_loaded": False}, "MathJax did not load"),
         ({"math_untypeset": 3}, "left 3 of 10 formulas untypeset"),
         ({"raw_latex": ["\\(k\\)"]}, "raw LaTeX visible"),
+        ({"math_clipped": ["log p(x) = ..."]}, "wider than the text column"),
         ({"widgets_rendered": 1}, "1 of 2 widget outputs were not rendered"),
         ({"widgets_rendered": 0, "widget_state": 0}, "no saved widget state"),
     ],
@@ -284,6 +285,7 @@ def test_the_probe_looks_for_raw_latex_outside_code():
     assert "MathJax.startup.promise" in probe  # waits for typesetting
     assert "pre, code" in probe  # LaTeX in code cells (plot labels) is not prose
     assert "mjx-container" in probe
+    assert 'mjx-container[display="true"]' in probe  # displayed formulas measured for width
 
 
 # --------------------------------------------------------------------------------------------

@@ -135,8 +135,17 @@ PAGE_PROBE_JS = r"""
     if (node.parentElement && node.parentElement.closest(skip)) { continue; }
     raw.push(text.trim().slice(0, 80));
   }
+  // Displayed formulas wider than the text column: cut off at the column's edge.
+  const column = (document.querySelector("article") || document.body).getBoundingClientRect();
+  const clipped = Array.from(document.querySelectorAll('mjx-container[display="true"]'))
+    .filter((c) => {
+      const inner = c.firstElementChild;
+      return inner && inner.getBoundingClientRect().right > column.right + 2;
+    })
+    .map((c) => (c.getAttribute("aria-label") || c.textContent || "").trim().slice(0, 60));
   return {
     title: document.title,
+    math_clipped: clipped.slice(0, 5),
     h1: h1 ? h1.textContent.replace(/[#¶]/g, "").trim() : "",
     images: images.map((img) => ({src: img.currentSrc || img.src, width: img.naturalWidth})),
     binder_links: links.filter((h) => h.includes("BINDER_HOST")),
@@ -446,6 +455,9 @@ def check_facts(page: str, facts: dict, is_notebook: bool) -> list[str]:
         problems.append(f"MathJax left {untypeset} of {formulas} formulas untypeset")
     for text in facts.get("raw_latex", []):
         problems.append(f"raw LaTeX visible in the text: {text!r}")
+    for text in facts.get("math_clipped", []):
+        problems.append(f"a displayed formula is wider than the text column and cut off: {text!r} "
+                        "(break it over lines, e.g. with \\begin{aligned})")
     if facts.get("solutions_open", 0):
         problems.append(
             f"{facts['solutions_open']} of {facts['solutions']} exercise solutions are open on "
