@@ -439,3 +439,43 @@ def knn_rarity(z, k: int = 20) -> np.ndarray:
     # k + 1 neighbours: the nearest of each point is the point itself (distance 0)
     distance, _ = cKDTree(u).query(u, k=k + 1)
     return distance[:, -1]
+
+
+def latent_features(encoding, symmetry: int = 1) -> np.ndarray:
+    """The model's whole description of each pattern: content latents and the pose on the circle.
+
+    The content latents say what a pattern looks like once turned into its canonical frame; the
+    angle says which way it was turned. A defect can be rare in neither alone but in the pair:
+    around a vacancy, patterns of an ordinary look point the wrong way. Measured on simulated hBN
+    (``tests/test_defaults.py``, 2 content latents, seeds 0-2, ``knn_rarity`` at k = 9): vacancy
+    ROC AUC 0.81-0.89 from the content latents, 0.60-0.70 from the angle, 0.93-0.95 from both.
+    The angle enters as (cos n*angle, sin n*angle), so that -pi/n and pi/n are neighbours.
+
+    Parameters
+    ----------
+    encoding : Encoding
+        Posterior summaries from ``RrVAE.encode`` (``z`` and ``angle`` in radians are used).
+    symmetry : int
+        The model's ``symmetry`` n: angles are defined modulo 2 pi / n.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, L + 2) float: the L content latents, then cos(n angle) and sin(n angle).
+
+    Notes
+    -----
+    Rotated copies of one site no longer look alike here, so a rarity score on these features
+    needs a ``k`` below the number of look-alikes of a raw pattern (about one per unit cell), as
+    for PCA scores of the raw patterns, not the larger k that content latents alone allow.
+    """
+    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
+        raise ValueError(f"symmetry must be a positive integer (the model's n); got {symmetry!r}.")
+    z = np.asarray(encoding.z, dtype=float)
+    angle = np.asarray(encoding.angle, dtype=float)
+    if z.ndim != 2 or angle.shape != z.shape[:1]:
+        raise ValueError(
+            f"encoding.z must be (N, L) and encoding.angle (N,); got {z.shape} and {angle.shape}. "
+            "Pass the Encoding of a stack of patterns (RrVAE.encode), not of a map."
+        )
+    return np.column_stack([z, np.cos(symmetry * angle), np.sin(symmetry * angle)])

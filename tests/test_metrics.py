@@ -392,3 +392,42 @@ def test_pca_finds_the_planted_directions_and_counts_them():
         pca(x[0])
     with pytest.raises(ValueError, match="target"):
         n_components(frac, 1.5)
+
+
+# ---------------------------------------------------------------- latent_features
+def test_latent_features_find_what_is_rare_only_in_the_pair_of_content_and_angle():
+    from rrvae_nb.metrics import latent_features
+    from rrvae_nb.model import Encoding
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    kind = rng.integers(0, 2, n)                   # two kinds of site, equally common
+    angle = np.where(kind == 0, 0.0, np.pi) + rng.normal(0, 0.2, n)   # each points its own way
+    rare = np.zeros(n, bool)
+    rare[:8] = True
+    angle[rare] = np.where(kind[rare] == 0, np.pi, 0.0) + rng.normal(0, 0.2, 8)  # the other way
+    z = np.c_[kind + rng.normal(0, 0.05, n), rng.normal(0, 1, n)]
+    enc = Encoding(angle=angle, angle_std=np.ones(n), z=z, z_std=np.ones_like(z))
+    both = roc_auc(knn_rarity(latent_features(enc), k=5), rare)
+    content = roc_auc(knn_rarity(z, k=5), rare)
+    pose = roc_auc(knn_rarity(latent_features(enc)[:, 2:], k=5), rare)
+    # each kind and each direction is common; only the pair is rare: fails if the angle is not
+    # put beside the content latents
+    assert both > 0.95 and content < 0.75 and pose < 0.75, (both, content, pose)
+
+
+def test_latent_features_put_the_angle_on_the_circle_of_its_symmetry():
+    from rrvae_nb.metrics import latent_features
+    from rrvae_nb.model import Encoding
+
+    edge = np.pi / 3 - 1e-3                         # 3-fold: -pi/3 and pi/3 are one pose
+    enc = Encoding(angle=np.array([edge, -edge]), angle_std=np.ones(2), z=np.zeros((2, 1)),
+                   z_std=np.ones((2, 1)))
+    f = latent_features(enc, symmetry=3)
+    assert f.shape == (2, 3)
+    assert np.abs(f[0] - f[1]).max() < 1e-2, f      # neighbours, not opposite ends
+    with pytest.raises(ValueError, match="symmetry"):
+        latent_features(enc, symmetry=0)
+    with pytest.raises(ValueError, match="encoding.z"):
+        latent_features(Encoding(angle=np.zeros(3), angle_std=np.ones(3), z=np.zeros((2, 1)),
+                                 z_std=np.ones((2, 1))))
