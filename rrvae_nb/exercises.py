@@ -349,7 +349,7 @@ def _ch6_collapse(answer, *, model, patterns):
 
 
 @register(CHECKS, "ch6-com", "the mean resultant length R (a float) of the angle latent minus "
-          "the COM direction, on the positions with the larger shifts")
+          "the COM direction, on the positions with the stronger field (`strong`)")
 def _ch6_com(answer, *, latent_angle, com_angle, strong, true_angle=None):
     expected = _resultant(latent_angle, com_angle, 1, strong)
     got = _number(answer)
