@@ -9,7 +9,8 @@ with ``ast`` (nothing is imported) and prints
    import that runs against the data flow ``stem -> model -> viz`` (the top level may import
    every layer; ``_version`` may be imported from anywhere).
 
-``tests/test_layout.py`` runs :func:`upward_imports` and fails on any import against the flow.
+``tests/test_layout.py`` runs :func:`upward_imports` and :func:`cycles` and fails on any import
+against the flow or any import cycle.
 """
 
 from __future__ import annotations
@@ -90,6 +91,40 @@ def upward_imports(root: Path = ROOT) -> list[str]:
     return bad
 
 
+def cycles(root: Path = ROOT) -> list[list[str]]:
+    """Import cycles among the package's modules (module-level imports; Tarjan's algorithm)."""
+    mods = modules(root)
+    graph = {name: sorted({t for t, deferred in imports(name, path, set(mods)) if not deferred})
+             for name, path in mods.items()}
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
 def functions(path: Path):
     """``(lines, qualified name)`` of every function and method in ``path``."""
     tree = ast.parse(path.read_text())
@@ -145,7 +180,11 @@ def main(argv=None) -> int:
     print("\nAgainst the flow stem -> model -> viz: " + ("none" if not bad else ""))
     for line in bad:
         print("  " + line)
-    return 1 if bad else 0
+    loops = cycles()
+    print("Import cycles (module level): " + ("none" if not loops else ""))
+    for loop in loops:
+        print("  " + " <-> ".join(loop))
+    return 1 if bad or loops else 0
 
 
 if __name__ == "__main__":
