@@ -19,12 +19,10 @@ plot`` gives ``rrvae_nb.viz.plot``, ``import rrvae_nb.train`` gives ``rrvae_nb.m
 old name ``rrvae_nb.model`` is the model subpackage, which holds the ``RrVAE`` module's names.
 """
 
-from __future__ import annotations
-
-import importlib
-import importlib.abc
-import importlib.util
-import sys
+import importlib as _importlib
+import importlib.abc as _abc
+import importlib.util as _util
+import sys as _sys
 
 from ._version import __version__
 from .model import PAPER_CONFIG, Encoding, RrVAE
@@ -61,38 +59,39 @@ SHORT_NAMES = {
 # x``, pickles that name the old module, through ``_ShortNames``) give the module object itself, not
 # a copy, so that monkeypatching either name patches both; nothing is imported before it is used,
 # so ``import rrvae_nb`` stays as light as before. tests/test_layout.py checks every name.
-class _ShortNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _ShortNames(_abc.MetaPathFinder, _abc.Loader):
     """Imports ``rrvae_nb.<short name>`` as the module it names in :data:`SHORT_NAMES`."""
 
     def find_spec(self, fullname, path=None, target=None):
         package, _, name = fullname.rpartition(".")
         if package != __name__ or name not in SHORT_NAMES:
             return None
-        return importlib.util.spec_from_loader(fullname, self)
+        return _util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        module = importlib.import_module(f"{__name__}.{SHORT_NAMES[spec.name.rpartition('.')[2]]}")
+        module = _importlib.import_module(f"{__name__}.{SHORT_NAMES[spec.name.rpartition('.')[2]]}")
         spec.loader_state = module.__spec__  # its own spec, put back by exec_module
         return module
 
     def exec_module(self, module):
         # The import system has given the module the short name's spec (importlib always sets
         # __spec__; __name__, __file__ and __loader__ it leaves as they are): give it back its own,
-        # which importlib.reload and pickle's lookups rely on.
+        # which importlib.reload relies on.
         module.__spec__ = module.__spec__.loader_state
 
 
 # First in line, so that a short name always means the module of this layout, even where a stale
 # flat-layout file or an editable install of another checkout could also answer for it.
-if not any(isinstance(finder, _ShortNames) for finder in sys.meta_path):  # once, even on reload
-    sys.meta_path.insert(0, _ShortNames())
+_sys.meta_path[:] = [f for f in _sys.meta_path if type(f).__qualname__ != "_ShortNames"
+                     or type(f).__module__ != __name__]  # one finder, even after a reload
+_sys.meta_path.insert(0, _ShortNames())
 
 
 def __getattr__(name):
     if name in SHORT_NAMES:
-        return importlib.import_module(f"{__name__}.{name}")  # through _ShortNames
+        return _importlib.import_module(f"{__name__}.{name}")  # through _ShortNames
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted({*globals(), *SHORT_NAMES})
+    return sorted({*(n for n in globals() if not n.startswith("_")), *__all__, *SHORT_NAMES})
