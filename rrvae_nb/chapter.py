@@ -134,8 +134,8 @@ def fit_or_load(name: str, model, patterns, *, settings: Settings, chapter: str,
     (pattern shape, latents, prior, likelihood, networks); otherwise a warning names the
     difference and the model is trained.
     """
-    from .train import fit
-    from .weights import list_weights, load_weights, save_weights
+    from .model.train import fit
+    from .model.weights import list_weights, load_weights, save_weights
 
     if use_cached is None:
         use_cached = settings.use_cached_weights

@@ -64,7 +64,7 @@ def _wrong_model(model, **expected) -> str | None:
 @register(CHECKS, "ch1-pca-pairs", "the number of PCA components (an int) that explain 95 % "
           "of the variance of two copies of templates[0] turned by 0 and 180 degrees")
 def _ch1_pca_pairs(answer, *, template):
-    from .rotate import rotate_patterns
+    from .model.rotate import rotate_patterns
 
     copies = rotate_patterns(np.repeat(np.asarray(template)[None], 2, 0), np.array([0, np.pi]))
     flat = copies.reshape(2, -1).astype(np.float64)
@@ -84,9 +84,9 @@ def _ch1_pca_pairs(answer, *, template):
 @register(CHECKS, "ch1-sixfold", "the encoded angle in degrees (a float) of the six-fold "
           "template turned by 100 degrees, relative to the untouched one")
 def _ch1_sixfold(answer, *, size):
-    from .model import RrVAE
-    from .rotate import rotate_patterns, wrap_angle
-    from .synthetic import make_templates
+    from .model.rotate import rotate_patterns, wrap_angle
+    from .model.rrvae import RrVAE
+    from .model.synthetic import make_templates
 
     six = make_templates(1, size, symmetry=6, seed=1)
     m6 = RrVAE((size, size), 2, symmetry=6)
@@ -290,7 +290,7 @@ def _ch4_com_score(answer, *, magnitude, step_nm, defect_score, locate, rrvae_au
 @register(CHECKS, "ch5-descan-first", "the error in degrees (a float) of the rotation found on "
           "com_raw, found.rotation_deg - ROTATION_DEG")
 def _ch5_descan_first(answer, *, com_raw, rotation_deg):
-    from .com import find_rotation
+    from .stem.com import find_rotation
 
     expected = find_rotation(com_raw).rotation_deg - rotation_deg
     got = _number(answer)

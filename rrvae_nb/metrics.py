@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial import cKDTree
 
-from .signals import Calibration, _points_nm
+from .stem.signals import Calibration, _points_nm
 
 __all__ = ["roc_auc", "NearestSite", "nearest_site", "cos_toward", "angle_agreement",
            "resultant", "angle_tracking", "pca", "n_components", "knn_rarity"]
@@ -306,7 +306,7 @@ def angle_tracking(model, patterns, turns_rad) -> tuple[float, float]:
     ValueError
         If no turn is given.
     """
-    from .rotate import circ_diff, rotate_patterns
+    from .model.rotate import circ_diff, rotate_patterns
 
     turns = np.atleast_1d(np.asarray(turns_rad, dtype=float))
     if turns.size == 0:

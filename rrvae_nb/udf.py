@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .recipe import Recipe
+from .model.recipe import Recipe
 
 try:  # LiberTEM is an optional extra; the rest of the package works without it
     from libertem.udf.base import UDF as _UDF
@@ -236,7 +236,7 @@ class RrVAEEncoderUDF(_UDF):
 
 def _resolve(model, recipe):
     """(_ModelSource, Recipe) from a model file or object and an optional recipe."""
-    from .model import RrVAE
+    from .model.rrvae import RrVAE
 
     if isinstance(model, (str, Path)):
         path = Path(model)

@@ -20,7 +20,7 @@ hs = pytest.importorskip("hyperspy.api")
 from rrvae_nb import simulate as S  # noqa: E402
 from rrvae_nb.signals import Calibration, calibration_of, make_signal  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 SMALL = dict(scan_gpts=8, scan_extent_nm=0.5, progress=False)  # 0.0625 nm steps
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._atomic import replace_atomically
-from ._version import __version__
-from .datasets import _sha256, default_data_dir
-from .model import RrVAE
+from .._version import __version__
+from ..stem._atomic import replace_atomically
+from ..stem.datasets import _sha256, default_data_dir
+from .rrvae import RrVAE
 
 __all__ = ["save_weights", "load_weights", "list_weights"]
 

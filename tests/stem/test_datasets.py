@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("hyperspy")
 
-from _datasets_server import LocalServer, Route  # noqa: E402
-
 from rrvae_nb import datasets, io  # noqa: E402
 from rrvae_nb.signals import Calibration, calibration_of, make_signal  # noqa: E402
+
+from .._datasets_server import LocalServer, Route  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Shipped data
@@ -103,7 +103,7 @@ def test_bad_manifests(tmp_path):
 
 def test_default_data_dir_is_the_repository_data_folder(monkeypatch):
     monkeypatch.delenv(datasets.DATA_ENV, raising=False)
-    repo = Path(datasets.__file__).resolve().parent.parent
+    repo = Path(datasets.__file__).resolve().parents[2]  # <repository>/rrvae_nb/stem/datasets.py
     assert datasets.default_data_dir() == repo / "data"
     monkeypatch.setenv(datasets.DATA_ENV, "/somewhere/else")
     assert datasets.default_data_dir() == Path("/somewhere/else")

@@ -386,9 +386,10 @@ def make_signal(data, calibration: Calibration, *, title: str = "", lazy: bool |
         dict(name="ky", size=nky, scale=dky, offset=ky0, units="mrad", navigate=False),
         dict(name="kx", size=nkx, scale=dkx, offset=kx0, units="mrad", navigate=False),
     ]
-    is_dask = type(data).__module__.startswith("dask")
     if lazy is None:
-        lazy = is_dask
+        from .core import is_dask  # here, not at the top: core imports this module
+
+        lazy = is_dask(data)
     if lazy:
         import dask.array as da
 

@@ -51,8 +51,8 @@ from functools import partial
 
 import numpy as np
 
-from rrvae_nb.signals import Calibration, make_signal
-from rrvae_nb.units import electron_wavelength_nm
+from .signals import Calibration, make_signal
+from .units import electron_wavelength_nm
 
 __all__ = [
     "GroundTruth",

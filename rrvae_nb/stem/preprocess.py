@@ -43,9 +43,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 
-from rrvae_nb import core
-from rrvae_nb._checks import FLOAT32_MAX, complex_message, float32_range_message
-from rrvae_nb.signals import Calibration, make_signal, require_hyperspy
+from . import core
+from ._checks import FLOAT32_MAX, complex_message, float32_range_message
+from .signals import Calibration, make_signal, require_hyperspy
 
 __all__ = [
     "Prepared",

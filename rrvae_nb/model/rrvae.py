@@ -30,9 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ._atomic import replace_atomically
-from ._checks import as_patterns, positive_number, whole_number
-from ._version import __version__
+from .._version import __version__
+from ..stem._atomic import replace_atomically
+from ..stem._checks import as_patterns, positive_number, whole_number
 from .networks import (
     EquivariantEncoder,
     ImageDecoder,

@@ -45,7 +45,8 @@ __all__ = [
     "read_registry",
 ]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parent  # rrvae_nb/stem/: registry.json lies beside this file
+_REPOSITORY = _HERE.parent.parent  # the checkout the package was installed from (pip install -e .)
 #: Environment variable that points :func:`load` at another data folder.
 DATA_ENV = "RRVAE_NB_DATA"
 #: Environment variable that sets the download cache folder of :func:`fetch`.
@@ -79,7 +80,7 @@ def default_data_dir() -> Path:
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return _PACKAGE_DIR.parent / "data"
+    return _REPOSITORY / "data"
 
 
 def _read_manifest(data_dir) -> tuple[Path, dict]:
@@ -212,7 +213,7 @@ def load(name: str, lazy: bool = False, *, data_dir=None, verify: bool = True):
                 f"{entry['sha256']}): the file is corrupt or was changed after the manifest was "
                 "written. Regenerate it with `make data` (or restore it from git)."
             )
-    from rrvae_nb import io
+    from . import io
 
     if fmt == "ndata1":  # a verified SHA-256 covers the zip CRC: skip that second pass
         sig = io.read_ndata1(path, lazy=lazy, verify_crc=not verify)
@@ -253,7 +254,7 @@ def read_registry(registry=None) -> dict[str, dict]:
         ``landing_page``, ``citation``.
     """
     if registry is None:
-        registry = _PACKAGE_DIR / "registry.json"
+        registry = _HERE / "registry.json"
     if isinstance(registry, dict):
         content = registry
     else:
@@ -376,7 +377,7 @@ def _drive_confirm_url(page: bytes, base_url: str) -> str | None:
 
 def _user_agent() -> str:
     try:
-        from rrvae_nb._version import __version__
+        from .._version import __version__
     except ImportError:  # pragma: no cover
         __version__ = "0"
     return f"rrvae-nb/{__version__} (+https://github.com; python-urllib)"
@@ -527,7 +528,7 @@ def _verify(path: Path, entry: dict, name: str, *, announced: int | None, progre
             checks.append(f"sha256 unchanged since first download ({expected[:12]}...; no "
                           "published checksum exists)")
     if entry.get("format") == "ndata1":
-        from rrvae_nb import io
+        from . import io
 
         info = io.ndata1_info(path)  # raises OSError if not a complete Nion zip
         if entry.get("shape") and list(info.shape) != list(entry["shape"]):

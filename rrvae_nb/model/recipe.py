@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import replace_atomically
-from .preprocess import (
+from ..stem._atomic import replace_atomically
+from ..stem.preprocess import (
     _PatternSteps,
     _SquareGrid,
     _to_unit_range,

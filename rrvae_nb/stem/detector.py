@@ -204,7 +204,7 @@ def _find_centre(centre, data, progress) -> tuple[float, float] | None:
             f"centre must be 'calibration', 'bf_disk' or a pixel position (cy, cx); got "
             f"{centre!r}."
         )
-    from rrvae_nb.preprocess import bf_disk_centre
+    from .preprocess import bf_disk_centre
 
     mean = core.mean_pattern(data, progress=progress)
     if not np.isfinite(mean).all():

@@ -49,9 +49,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rrvae_nb import core
-from rrvae_nb._atomic import replace_atomically
-from rrvae_nb.signals import (
+from . import core
+from ._atomic import replace_atomically
+from .signals import (
     HOW_TO_GET_A_SIGNAL,
     Calibration,
     _step_pair,
@@ -59,7 +59,7 @@ from rrvae_nb.signals import (
     make_signal,
     require_hyperspy,
 )
-from rrvae_nb.units import (
+from .units import (
     ANGLE_TO_MRAD,
     LENGTH_TO_NM,
     RECIPROCAL_TO_INV_NM,

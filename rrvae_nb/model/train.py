@@ -16,10 +16,10 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBOModule
 from tqdm.auto import tqdm
 
-from ._atomic import replace_atomically, stale_temporaries
-from ._checks import as_patterns, positive_number, whole_number
-from ._version import __version__
-from .model import RrVAE
+from .._version import __version__
+from ..stem._atomic import replace_atomically, stale_temporaries
+from ..stem._checks import as_patterns, positive_number, whole_number
+from .rrvae import RrVAE
 
 __all__ = ["fit", "evaluate", "History", "linear_warmup", "latent_usage", "UnusedLatentWarning",
            "ACTIVE_VARIANCE"]

@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
-from .rotate import wrap_angle
+from ..model.rotate import wrap_angle
 
 __all__ = [
     "show_patterns",
@@ -67,7 +67,7 @@ def _resolve_calibration(calibration, prepared=None):
     if hasattr(calibration, "scan_steps_nm") and hasattr(calibration, "k_steps_mrad"):
         return calibration
     if hasattr(calibration, "axes_manager"):  # a calibrated hyperspy signal
-        from .signals import calibration_of
+        from ..stem.signals import calibration_of
 
         return calibration_of(calibration)
     if hasattr(calibration, "patterns") and hasattr(calibration, "calibration"):  # a Prepared
@@ -698,7 +698,7 @@ def com_vectors(com, *, calibration=None, ax=None, step: int = 1, atoms=None,
         raise ValueError(f"step must be a positive integer; got {step!r}.")
     cal = _resolve_calibration(calibration)
     if cal is None and getattr(com, "scan_step_nm", None) is not None:
-        from .signals import Calibration
+        from ..stem.signals import Calibration
 
         cal = Calibration(scan_step_nm=com.scan_step_nm, k_step_mrad=1.0)  # float or (y, x)
     ny, nx = cy.shape

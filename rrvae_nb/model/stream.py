@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import core
-from ._atomic import replace_atomically
-from .model import RrVAE
+from ..stem import core
+from ..stem._atomic import replace_atomically
+from .rrvae import RrVAE
 
 __all__ = ["sample_patterns", "sample_index", "encode_maps", "latent_names"]
 
@@ -166,7 +166,7 @@ def encode_maps(
     """
     import dask.array as da
 
-    from .signals import require_hyperspy
+    from ..stem.signals import require_hyperspy
 
     hs = require_hyperspy()
     if prepared.scan_shape is None:

@@ -1,0 +1,1 @@
+"""Tests of rrvae_nb.viz: figures and widgets (one file per module)."""
