@@ -392,8 +392,6 @@ def _download(url: str, part: Path, *, expected_size: int | None, progress: bool
     Written here rather than with pooch, whose downloader keeps no partial file between
     attempts (no Range resume) and cannot pass Google Drive's confirmation page.
     """
-    from tqdm.auto import tqdm
-
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     retries = 0
     resumed = 0
@@ -422,34 +420,10 @@ def _download(url: str, part: Path, *, expected_size: int | None, progress: bool
                         )
                     url, confirm_steps = follow, confirm_steps + 1
                     continue
-                if have and resp.status == 206:
-                    start, total = _content_range(resp.headers.get("Content-Range"))
-                    if start != have:
-                        raise _Interrupted(f"server resumed at byte {start}, not {have}")
-                    mode = "ab"
-                    resumed += 1
-                else:  # 200: the whole file from the start (the server ignored the Range)
-                    have, mode = 0, "wb"
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
+                have, total = _where_to_start(resp, have)
+                resumed += have > 0
                 announced = total if total is not None else announced
-                with open(part, mode) as fh, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=label,
-                    disable=not progress,
-                ) as bar:
-                    while True:
-                        try:
-                            chunk = resp.read(_BLOCK)
-                        except http.client.IncompleteRead as err:
-                            fh.write(err.partial)
-                            raise _Interrupted("connection closed early") from err
-                        if not chunk:
-                            break
-                        fh.write(chunk)
-                        bar.update(len(chunk))
-                got = part.stat().st_size
-                if total is not None and got != total:
-                    raise _Interrupted(f"received {got} of {total} bytes")
+                _write_body(resp, part, have, total, label=label, progress=progress)
                 return announced, resumed
         except urllib.error.HTTPError as err:
             if err.code == 416 and have:  # our partial file is not a prefix of theirs
@@ -471,6 +445,44 @@ def _download(url: str, part: Path, *, expected_size: int | None, progress: bool
             ) from failure
         time.sleep(RETRY_DELAYS_S[retries])
         retries += 1
+
+
+def _where_to_start(resp, have: int) -> tuple[int, int | None]:
+    """(byte to append at, whole file's size or None) for a response to a request from ``have``.
+
+    206: the server resumed our partial file, which must be where it resumed; 200: it ignored the
+    Range and sends the whole file from the start.
+    """
+    if have and resp.status == 206:
+        start, total = _content_range(resp.headers.get("Content-Range"))
+        if start != have:
+            raise _Interrupted(f"server resumed at byte {start}, not {have}")
+        return have, total
+    length = resp.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _write_body(resp, part: Path, have: int, total: int | None, *, label: str,
+                progress: bool) -> None:
+    """Append the response body to ``part`` from byte ``have`` (0: start afresh), with a bar."""
+    from tqdm.auto import tqdm
+
+    with open(part, "ab" if have else "wb") as fh, tqdm(
+        total=total, initial=have, unit="B", unit_scale=True, desc=label, disable=not progress,
+    ) as bar:
+        while True:
+            try:
+                chunk = resp.read(_BLOCK)
+            except http.client.IncompleteRead as err:
+                fh.write(err.partial)
+                raise _Interrupted("connection closed early") from err
+            if not chunk:
+                break
+            fh.write(chunk)
+            bar.update(len(chunk))
+    got = part.stat().st_size
+    if total is not None and got != total:
+        raise _Interrupted(f"received {got} of {total} bytes")
 
 
 def _content_range(value: str | None) -> tuple[int, int | None]:

@@ -917,17 +917,26 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
     ValueError
         If the signal's dimensionality or units are unsupported, or a step is not positive.
     """
-    from tqdm.auto import tqdm
-
     path = Path(path)
-    cals, collection, energy_kev, conv_mrad = _nion_calibrations(signal)
     data = signal.data
     shape = tuple(int(n) for n in data.shape)
     dtype = np.dtype(data.dtype)
     if dtype.hasobject:
         raise ValueError("Cannot write an object array to .ndata1; convert to a numeric dtype.")
     ts = timestamp or datetime.now(timezone.utc)
-    title = str(signal.metadata.get_item("General.title", default="") or path.stem)
+    meta = _ndata1_metadata(signal, path.stem, shape, dtype, ts,
+                            keep_original_time=timestamp is None)
+    date_time = ts.astimezone(timezone.utc).timetuple()[:6] if ts.tzinfo else ts.timetuple()[:6]
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    return replace_atomically(
+        path, lambda tmp: _write_ndata1_zip(tmp, meta, data, dtype, date_time, method, path.name))
+
+
+def _ndata1_metadata(signal, default_title: str, shape, dtype, ts: datetime, *,
+                     keep_original_time: bool) -> dict:
+    """Nion Swift's ``metadata.json`` for ``signal`` (see :func:`write_ndata1`)."""
+    cals, collection, energy_kev, conv_mrad = _nion_calibrations(signal)
+    title = str(signal.metadata.get_item("General.title", default="") or default_title)
     original = _nion_original(signal)
     tree = original.get("metadata") if isinstance(original.get("metadata"), dict) else {}
     tree = dict(tree)
@@ -943,9 +952,9 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
         intensity.update(original["intensity_calibration"])
     when = _nion_datetime(ts)
     first = when
-    if timestamp is None and isinstance(original.get("datetime_original"), dict):
+    if keep_original_time and isinstance(original.get("datetime_original"), dict):
         first = original["datetime_original"]  # the acquisition time of the source file
-    meta = {
+    return {
         "version": 1,
         "reader_version": 1,
         "title": title,
@@ -964,31 +973,30 @@ def write_ndata1(path, signal, compress: bool = False, *, timestamp: datetime | 
         "datetime_original": dict(first),
         "writer": "rrvae_nb.io.write_ndata1",
     }
+
+
+def _write_ndata1_zip(tmp: Path, meta: dict, data, dtype, date_time, method, name: str) -> None:
+    """The zip itself: metadata.json, then data.npy streamed block by block (Nion's order)."""
+    from tqdm.auto import tqdm
+
+    shape = tuple(int(n) for n in data.shape)
     header = _npy_header(shape, dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    date_time = ts.astimezone(timezone.utc).timetuple()[:6] if ts.tzinfo else ts.timetuple()[:6]
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     lazy = not isinstance(data, np.ndarray)
     rows = core.block_rows(shape, dtype.itemsize, LAZY_CHUNK_BYTES)
-
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            # metadata.json first, then data.npy: the order of Nion Swift's exporter.
-            mi = zipfile.ZipInfo("metadata.json", date_time=date_time)
-            mi.compress_type = method
-            zf.writestr(mi, json.dumps(meta, indent=1).encode("utf-8"))
-            di = zipfile.ZipInfo("data.npy", date_time=date_time)
-            di.compress_type = method
-            di.file_size = len(header) + nbytes  # lets zipfile decide on ZIP64 up front
-            with zf.open(di, "w") as fp:
-                fp.write(header)
-                with tqdm(total=nbytes, unit="B", unit_scale=True, disable=nbytes < 2**27,
-                          desc=f"writing {path.name}") as bar:
-                    for start in range(0, shape[0], rows):
-                        block = data[start:start + rows]
-                        block = np.ascontiguousarray(block.compute() if lazy else block,
-                                                     dtype=dtype)
-                        fp.write(memoryview(block).cast("B"))
-                        bar.update(block.nbytes)
-
-    return replace_atomically(path, write)
+    with zipfile.ZipFile(tmp, "w") as zf:
+        mi = zipfile.ZipInfo("metadata.json", date_time=date_time)
+        mi.compress_type = method
+        zf.writestr(mi, json.dumps(meta, indent=1).encode("utf-8"))
+        di = zipfile.ZipInfo("data.npy", date_time=date_time)
+        di.compress_type = method
+        di.file_size = len(header) + nbytes  # lets zipfile decide on ZIP64 up front
+        with zf.open(di, "w") as fp:
+            fp.write(header)
+            with tqdm(total=nbytes, unit="B", unit_scale=True, disable=nbytes < 2**27,
+                      desc=f"writing {name}") as bar:
+                for start in range(0, shape[0], rows):
+                    block = data[start:start + rows]
+                    block = np.ascontiguousarray(block.compute() if lazy else block, dtype=dtype)
+                    fp.write(memoryview(block).cast("B"))
+                    bar.update(block.nbytes)
