@@ -445,6 +445,31 @@ def calibration_of(signal) -> Calibration:
         an offset is not finite, or the beam energy / convergence angle in the metadata is not
         a positive number. Each message names the axis and how to fix it.
     """
+    nav_y, nav_x, sig_y, sig_x = _four_axes(signal)
+    fy, fx, gy, gx = _unit_factors(nav_y, nav_x, sig_y, sig_x)
+    steps, offsets = {}, {}
+    for key, ax, factor, load_kw in (
+        ("y", nav_y, fy, "scan_step_nm"), ("x", nav_x, fx, "scan_step_nm"),
+        ("ky", sig_y, gy, "k_step_mrad"), ("kx", sig_x, gx, "k_step_mrad"),
+    ):
+        steps[key], offsets[key] = _step_and_offset(ax, factor, load_kw)
+    tem = signal.metadata.get_item("Acquisition_instrument.TEM", default=None)
+    energy = conv = None
+    if tem is not None:
+        energy = tem.get_item("beam_energy", default=None)
+        conv = tem.get_item("convergence_angle", default=None)
+    return Calibration(
+        scan_steps_nm=(steps["y"], steps["x"]),
+        k_steps_mrad=(steps["ky"], steps["kx"]),
+        scan_offset_nm=(offsets["y"], offsets["x"]),
+        k_offset_mrad=(offsets["ky"], offsets["kx"]),
+        energy_kev=energy,
+        convergence_mrad=conv,
+    )
+
+
+def _four_axes(signal):
+    """(scan y, scan x, ky, kx) axes of a 4D-STEM signal, each with units; else a clear error."""
     am = getattr(signal, "axes_manager", None)
     if am is None or am.navigation_dimension != 2 or am.signal_dimension != 2:
         got = (f"{am.navigation_dimension} navigation and {am.signal_dimension} signal axes"
@@ -464,6 +489,11 @@ def calibration_of(signal) -> Calibration:
                 "units, e.g. signal.axes_manager[...].scale = ...; .units = 'nm' (scan) or "
                 "'mrad' (diffraction)."
             )
+    return nav_y, nav_x, sig_y, sig_x
+
+
+def _unit_factors(nav_y, nav_x, sig_y, sig_x) -> tuple[float, float, float, float]:
+    """Factors to nm (scan y, x) and to mrad (ky, kx) of the axes' units."""
     try:
         fy, fx = _SCAN_TO_NM[nav_y.units], _SCAN_TO_NM[nav_x.units]
     except KeyError as err:
@@ -478,37 +508,24 @@ def calibration_of(signal) -> Calibration:
             f"Diffraction axes must be in mrad or rad; got {sig_y.units!r}, {sig_x.units!r}. "
             "Convert reciprocal-space units (1/nm) to angles with the electron wavelength first."
         ) from err
-    steps, offsets = {}, {}
-    for key, ax, factor, unit, load_kw in (
-        ("y", nav_y, fy, "nm", "scan_step_nm"), ("x", nav_x, fx, "nm", "scan_step_nm"),
-        ("ky", sig_y, gy, "mrad", "k_step_mrad"), ("kx", sig_x, gx, "mrad", "k_step_mrad"),
-    ):
-        scale, offset = _number(ax.scale), _number(ax.offset)
-        kind = "scan" if unit == "nm" else "diffraction"
-        if scale is None or not math.isfinite(scale) or scale <= 0:
-            raise ValueError(
-                f"The {kind} axis {_axis_label(ax)} has scale {ax.scale!r} {ax.units}: a step "
-                f"must be a finite number > 0. Set it, e.g. signal.axes_manager"
-                f"[{_axis_label(ax)}].scale = <step in {ax.units}>, or pass {load_kw}= to "
-                "rrvae_nb.io.load when reading the file."
-            )
-        if offset is None or not math.isfinite(offset):
-            raise ValueError(
-                f"The {kind} axis {_axis_label(ax)} has offset {ax.offset!r} {ax.units}: it "
-                f"must be finite. Set it, e.g. signal.axes_manager[{_axis_label(ax)}].offset "
-                f"= <position of the first pixel in {ax.units}>."
-            )
-        steps[key], offsets[key] = scale * factor, offset * factor
-    tem = signal.metadata.get_item("Acquisition_instrument.TEM", default=None)
-    energy = conv = None
-    if tem is not None:
-        energy = tem.get_item("beam_energy", default=None)
-        conv = tem.get_item("convergence_angle", default=None)
-    return Calibration(
-        scan_steps_nm=(steps["y"], steps["x"]),
-        k_steps_mrad=(steps["ky"], steps["kx"]),
-        scan_offset_nm=(offsets["y"], offsets["x"]),
-        k_offset_mrad=(offsets["ky"], offsets["kx"]),
-        energy_kev=energy,
-        convergence_mrad=conv,
-    )
+    return fy, fx, gy, gx
+
+
+def _step_and_offset(ax, factor: float, load_kw: str) -> tuple[float, float]:
+    """An axis's checked step and offset, converted by ``factor`` (to nm or mrad)."""
+    scale, offset = _number(ax.scale), _number(ax.offset)
+    kind = "scan" if load_kw == "scan_step_nm" else "diffraction"
+    if scale is None or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"The {kind} axis {_axis_label(ax)} has scale {ax.scale!r} {ax.units}: a step "
+            f"must be a finite number > 0. Set it, e.g. signal.axes_manager"
+            f"[{_axis_label(ax)}].scale = <step in {ax.units}>, or pass {load_kw}= to "
+            "rrvae_nb.io.load when reading the file."
+        )
+    if offset is None or not math.isfinite(offset):
+        raise ValueError(
+            f"The {kind} axis {_axis_label(ax)} has offset {ax.offset!r} {ax.units}: it "
+            f"must be finite. Set it, e.g. signal.axes_manager[{_axis_label(ax)}].offset "
+            f"= <position of the first pixel in {ax.units}>."
+        )
+    return scale * factor, offset * factor
