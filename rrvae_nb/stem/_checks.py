@@ -65,6 +65,13 @@ def as_patterns(
         values beyond the float32 range, constant patterns, or values outside [0, 1] when
         ``unit_interval``; the message says how to fix it.
     """
+    x = _as_tensor(patterns, name)
+    _check_axes(x, shape, name)
+    return _checked_values(x, unit_interval, name)
+
+
+def _as_tensor(patterns, name: str) -> torch.Tensor:
+    """A CPU tensor of ``patterns`` (numpy or torch), refusing complex and non-numeric input."""
     if isinstance(patterns, torch.Tensor):
         x = patterns.detach().to("cpu")
         if x.is_complex():
@@ -83,6 +90,11 @@ def as_patterns(
                 f"{name} must be a numeric array of shape (N, H, W); got dtype {arr.dtype}."
             )
         x = torch.from_numpy(np.ascontiguousarray(arr))
+    return x
+
+
+def _check_axes(x: torch.Tensor, shape, name: str) -> None:
+    """(N, H, W) with N > 0, and (H, W) == ``shape`` when given."""
     if x.ndim != 3:
         hint = {
             2: "a single pattern: add a batch axis, e.g. patterns[None]",
@@ -101,6 +113,11 @@ def as_patterns(
             f"{tuple(shape)}: crop, bin or resize them (rrvae_nb.preprocess) or build the model "
             f"with pattern_shape={tuple(x.shape[1:])}."
         )
+
+
+def _checked_values(x: torch.Tensor, unit_interval: bool, name: str) -> torch.Tensor:
+    """float32 ``x``, refusing values beyond float32, NaN/inf, constant patterns and, when
+    ``unit_interval``, values outside [0, 1]."""
     count, largest = _beyond_float32(x)
     if count:
         raise ValueError(float32_range_message(name, count, largest))
