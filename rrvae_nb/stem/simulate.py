@@ -633,6 +633,8 @@ class _Plan:
     vacancies_xy: np.ndarray
     elements: list
     thickness_nm: float | None
+    frozen_phonons: int = 0  # configurations averaged (abTEM FrozenPhonons); 0: none
+    phonon_sigma_nm: float = 0.0  # rms displacement of every atom along each axis (nm)
 
 
 def _scan_window(cell_nm, centre_nm, extent_nm, gpts):
@@ -700,7 +702,7 @@ def _plan_honeycomb(recipe, material, defects, supercell, settings: Settings, se
 
 
 def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
-                         settings: Settings, seed) -> _Plan:
+                         frozen_phonons, phonon_sigma_nm, settings: Settings, seed) -> _Plan:
     if material not in ZINCBLENDE_LATTICE_NM:
         raise ValueError(
             f"Unknown zincblende material {material!r}: use one of "
@@ -717,6 +719,11 @@ def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
             f"thickness_nm={thickness_nm:g} is below one [110] repeat of {material} "
             f"({repeat:.3f} nm). Use thickness_nm >= {repeat:.3f}."
         )
+    frozen_phonons = _whole("frozen_phonons", frozen_phonons, 0,
+                            "Give the number of frozen-phonon configurations, e.g. 8 (0: none).")
+    phonon_sigma_nm = _number("phonon_sigma_nm", phonon_sigma_nm,
+                              "Give the rms thermal displacement along each axis in nm, e.g. "
+                              "0.0087 (ZnS at room temperature).", allow_zero=frozen_phonons == 0)
     supercell = _whole_pair("supercell", supercell)
     scan = settings.scan
     extent = _pair("scan_extent_nm", scan.extent_nm, "Give the scan window size in nm, e.g. 0.8.")
@@ -726,7 +733,8 @@ def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
     params = dict(
         material=material, thickness_nm=thickness_nm, supercell=list(supercell),
         scan_center_nm=None if centre is None else list(centre), scan_extent_nm=list(extent),
-        scan_gpts=list(gpts), slice_thickness_nm=slice_thickness_nm, **optics,
+        scan_gpts=list(gpts), slice_thickness_nm=slice_thickness_nm,
+        frozen_phonons=frozen_phonons, phonon_sigma_nm=phonon_sigma_nm, **optics,
     )
     atoms = _zincblende_structure(material, supercell, layers)
     cell_nm = (atoms.cell[1, 1] / 10, atoms.cell[0, 0] / 10)
@@ -736,13 +744,16 @@ def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
     col_xy, col_z = _columns(atoms.positions[:, :2], atoms.numbers,
                              np.array([atoms.cell[0, 0], atoms.cell[1, 1]]))
     thickness = layers * repeat
+    phonons = f", {frozen_phonons} frozen-phonon configurations" if frozen_phonons else ""
     return _Plan(
         recipe="zincblende_110", params=params, optics=optics, atoms=atoms,
-        title=f"Simulated {material} [110], {thickness:.2f} nm, {optics['energy_kev']:g} keV",
+        title=f"Simulated {material} [110], {thickness:.2f} nm, {optics['energy_kev']:g} keV"
+              f"{phonons}",
         slice_thickness_nm=slice_thickness_nm, scan_start_nm=start, scan_step_nm=step,
         scan_gpts=gpts, extent_nm=extent, truth_xy=col_xy, truth_numbers=col_z,
         truth_defect=np.zeros(len(col_z), dtype=bool), vacancies_xy=np.zeros((0, 2)),
         elements=sorted(set(atoms.get_chemical_symbols())), thickness_nm=thickness,
+        frozen_phonons=frozen_phonons, phonon_sigma_nm=phonon_sigma_nm,
     )
 
 
@@ -840,7 +851,8 @@ _RECIPES = {
     "zincblende_110": _Recipe(
         "zincblende_110", _plan_zincblende_110,
         [("material", "ZnS", True), ("thickness_nm", 2.0, True), ("supercell", (3, 2), False),
-         ("slice_thickness_nm", 0.2, False)]),
+         ("slice_thickness_nm", 0.2, False), ("frozen_phonons", 0, False),
+         ("phonon_sigma_nm", 0.0087, False)]),
     "emulate_graphene_experiment": _Recipe(
         "emulate_graphene_experiment", _plan_emulate_graphene_experiment,
         [("defects", ("vacancy",), True), ("supercell", (8, 14), False)],
@@ -961,8 +973,13 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     # FFTW's "measure" planning picks algorithms by timing them, so its round-off could differ
     # between runs; "estimate" planning is deterministic.
     with abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
+        # Frozen phonons: the patterns are averaged over randomly displaced copies of the atoms
+        # (thermal diffuse scattering); abTEM takes the displacements' sigma in Å.
+        atoms = plan.atoms if not plan.frozen_phonons else abtem.FrozenPhonons(
+            plan.atoms, num_configs=plan.frozen_phonons, sigmas=plan.phonon_sigma_nm * 10,
+            seed=o["seed"])
         potential = abtem.Potential(
-            plan.atoms, sampling=o["sampling_nm"] * 10,
+            atoms, sampling=o["sampling_nm"] * 10,
             slice_thickness=plan.slice_thickness_nm * 10, projection="infinite",
         )
         probe = abtem.Probe(energy=o["energy_kev"] * 1e3, semiangle_cutoff=o["convergence_mrad"])
@@ -1179,6 +1196,15 @@ def zincblende_110(*args, progress: bool = True, **kwargs) -> Simulation:
     slice_thickness_nm : float
         Multislice slice thickness (nm); the number of slices is stored in
         ``metadata.Simulation.num_slices``.
+    frozen_phonons : int
+        Average the patterns over this many frozen-phonon configurations (abTEM
+        ``FrozenPhonons``: every atom displaced at random), which adds thermal diffuse
+        scattering, the source of the incoherent high-angle (HAADF) signal; 0 (default): one
+        static crystal, coherent scattering only. The time grows in proportion.
+    phonon_sigma_nm : float
+        Standard deviation (nm) of the displacement of every atom along each of x, y and z
+        (the Debye-Waller B = 8 pi^2 sigma^2); default 0.0087 nm, B about 0.6 Å^2, near
+        ZnS at room temperature.
     electrons_per_pattern, source_size_nm, jitter_nm, seed, progress :
         As in :func:`graphene`.
     optics, camera, scan : Optics, Camera, Scan, optional

@@ -271,6 +271,24 @@ def test_zincblende_dumbbell_polarity(zincblende_pair):
     assert df[zn_index] > df[s_index]  # Z = 30 scatters more than Z = 16
 
 
+def test_zincblende_frozen_phonons(zincblende_pair):
+    """frozen_phonons averages seeded abTEM FrozenPhonons configurations, recorded."""
+    static = zincblende_pair[1]
+    a = S.ZINCBLENDE_LATTICE_NM["ZnS"]
+    kwargs = dict(supercell=(2, 1), scan_gpts=4, scan_extent_nm=a / 2, sampling_nm=0.01,
+                  max_angle_mrad=50, progress=False)
+    hot = S.zincblende_110("ZnS", 1.2, frozen_phonons=2, phonon_sigma_nm=0.02, **kwargs)
+    params = json.loads(hot.signal.metadata.Simulation.parameters_json)
+    assert params["frozen_phonons"] == 2 and params["phonon_sigma_nm"] == 0.02
+    assert "2 frozen-phonon configurations" in hot.signal.metadata.General.title
+    assert hot.signal.data.shape == static.signal.data.shape
+    # same seed, same configurations: reproducible
+    again = S.zincblende_110("ZnS", 1.2, frozen_phonons=2, phonon_sigma_nm=0.02, **kwargs)
+    np.testing.assert_array_equal(hot.signal.data, again.signal.data)
+    # the vibrating atoms change the patterns (not the static crystal under another name)
+    assert np.abs(hot.signal.data - static.signal.data).max() > 1e-3
+
+
 def test_gaas_option_ground_truth():
     truth = S.ground_truth_from_recipe("zincblende_110", dict(material="GaAs", thickness_nm=1.0))
     assert set(truth.numbers) == {31, 33}
@@ -391,6 +409,8 @@ def test_emulated_experiment_camera_dose_and_jitter():
         (lambda: S.zincblende_110(thickness_nm=-2), "crystal thickness in nm"),
         (lambda: S.zincblende_110(thickness_nm=0.1), "below one"),
         (lambda: S.zincblende_110(slice_thickness_nm=0), "slice_thickness_nm"),
+        (lambda: S.zincblende_110(frozen_phonons=-1), "frozen_phonons"),
+        (lambda: S.zincblende_110(frozen_phonons=4, phonon_sigma_nm=0), "phonon_sigma_nm"),
         (lambda: S.emulate_graphene_experiment(electrons_per_pattern=None), "finite dose"),
         (lambda: S.emulate_graphene_experiment(camera_px=100, camera_binning=8), "multiple"),
         (lambda: S.emulate_graphene_experiment(fov_nm=0), "fov_nm"),
