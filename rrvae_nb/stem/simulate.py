@@ -15,7 +15,8 @@ Recipes
 :func:`emulate_graphene_experiment`
     Graphene data shaped like the paper's Nion experiment: a 64 x 64 scan over about 1 nm, a
     256 x 256 camera that the bright-field disk nearly fills, finite dose, a finite source and a
-    little random probe-position error.
+    little random probe-position error; optionally residual aberrations, a camera turned against
+    the scan, slow drift, and a camera's blur, gain and read-out noise.
 
 Every recipe returns a :class:`Simulation`: a calibrated hyperspy ``Signal2D`` with axes
 (scan y, scan x | ky, kx) in nm and mrad, built by :func:`rrvae_nb.signals.make_signal`, and the
@@ -47,6 +48,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass, replace
+from dataclasses import field as _field
 from functools import partial
 
 import numpy as np
@@ -635,6 +637,9 @@ class _Plan:
     thickness_nm: float | None
     frozen_phonons: int = 0  # configurations averaged (abTEM FrozenPhonons); 0: none
     phonon_sigma_nm: float = 0.0  # rms displacement of every atom along each axis (nm)
+    # what only the experiment emulation has (see _plan_emulate_graphene_experiment): probe
+    # aberrations, scan rotation and drift, the camera model; empty for the other recipes
+    extra: dict = _field(default_factory=dict)
 
 
 def _scan_window(cell_nm, centre_nm, extent_nm, gpts):
@@ -757,7 +762,57 @@ def _plan_zincblende_110(material, thickness_nm, supercell, slice_thickness_nm,
     )
 
 
-def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, seed) -> _Plan:
+#: The experiment emulation's own knobs beyond Settings (name -> default: all off, an ideal
+#: instrument); ``data/make_data.py`` sets the shipped values. Pairs are (y, x).
+_EMULATION_KNOBS = {
+    "scan_rotation_deg": 0.0, "defocus_nm": 0.0, "astigmatism_nm": 0.0,
+    "astigmatism_angle_deg": 0.0, "coma_nm": 0.0, "coma_angle_deg": 0.0,
+    "drift_nm": (0.0, 0.0), "drift_quadratic_nm": (0.0, 0.0), "camera_gain": 1.0,
+    "camera_psf_px": 0.0, "camera_psf_tail": 0.0, "camera_psf_tail_px": 0.0,
+    "read_noise": 0.0,
+}
+
+
+def _check_emulation_knobs(knobs: dict) -> dict:
+    """Check the emulation's knobs (:data:`_EMULATION_KNOBS`); returns clean Python numbers."""
+    out = {}
+    for name, value in knobs.items():
+        if isinstance(_EMULATION_KNOBS[name], tuple):
+            pair = (value, value) if np.isscalar(value) else tuple(value)
+            try:
+                pair = tuple(float(v) for v in pair)
+            except (TypeError, ValueError):
+                pair = ()
+            if len(pair) != 2 or not all(math.isfinite(v) for v in pair):
+                raise ValueError(f"{name} must be a (y, x) pair of finite numbers in nm; got "
+                                 f"{value!r}. E.g. {name}=(0.02, -0.03); (0, 0): none.")
+            out[name] = list(pair)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ValueError(f"{name} must be a finite number; got {value!r}.")
+        out[name] = number
+    if out["camera_gain"] <= 0:
+        raise ValueError(f"camera_gain must be positive (detector units per electron); got "
+                         f"{knobs['camera_gain']!r}. Use 1 for electron counts.")
+    for name in ("camera_psf_px", "camera_psf_tail_px", "read_noise"):
+        if out[name] < 0:
+            raise ValueError(f"{name} must be zero (off) or positive; got {knobs[name]!r}.")
+    if not 0 <= out["camera_psf_tail"] < 1:
+        raise ValueError("camera_psf_tail is the fraction of each electron's signal in the "
+                         "exponential tail and must lie in [0, 1); got "
+                         f"{knobs['camera_psf_tail']!r}.")
+    if out["camera_psf_tail"] > 0 and out["camera_psf_tail_px"] <= 0:
+        raise ValueError("camera_psf_tail > 0 needs camera_psf_tail_px > 0 (the tail's decay "
+                         "length in camera pixels), e.g. 6.")
+    return out
+
+
+def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, seed,
+                                      **knobs) -> _Plan:
     defects = _check_defects(defects)
     supercell = _whole_pair("supercell", supercell)
     scan_gpts = _whole("scan_gpts", settings.scan.gpts, 2)
@@ -777,6 +832,11 @@ def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, se
         names=dict(max_angle_mrad="camera_max_angle_mrad", detector_px="camera_px",
                    detector_binning="camera_binning"),
     )
+    extra = _check_emulation_knobs(knobs)
+    if optics["detector_px"] is None and (extra["scan_rotation_deg"] or extra["camera_psf_px"]
+                                          or extra["camera_psf_tail"]):
+        raise ValueError("scan_rotation_deg and the camera PSF need camera_px (the camera's "
+                         "pixels), e.g. camera_px=256.")
     params = dict(
         defects=list(defects), supercell=list(supercell), scan_gpts=scan_gpts, fov_nm=fov_nm,
         camera_px=optics["detector_px"], camera_max_angle_mrad=optics["max_angle_mrad"],
@@ -784,10 +844,12 @@ def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, se
         electrons_per_pattern=optics["electrons_per_pattern"],
         source_size_nm=optics["source_size_nm"], jitter_nm=optics["jitter_nm"],
         energy_kev=optics["energy_kev"], convergence_mrad=optics["convergence_mrad"],
-        sampling_nm=optics["sampling_nm"], seed=optics["seed"],
+        sampling_nm=optics["sampling_nm"], seed=optics["seed"], **extra,
     )
-    return _graphene_plan("emulate_graphene_experiment", params, optics, defects, supercell,
+    plan = _graphene_plan("emulate_graphene_experiment", params, optics, defects, supercell,
                           None, (fov_nm, fov_nm), (scan_gpts, scan_gpts))
+    plan.extra = extra
+    return plan
 
 
 class _Recipe:
@@ -855,7 +917,8 @@ _RECIPES = {
          ("phonon_sigma_nm", 0.0087, False)]),
     "emulate_graphene_experiment": _Recipe(
         "emulate_graphene_experiment", _plan_emulate_graphene_experiment,
-        [("defects", ("vacancy",), True), ("supercell", (8, 14), False)],
+        [("defects", ("vacancy",), True), ("supercell", (8, 14), False),
+         *((k, v, False) for k, v in _EMULATION_KNOBS.items())],
         keywords=_EXPERIMENT_KEYWORDS),
 }
 #: Names of the recipes (functions of this module) that the data manifest may refer to.
@@ -876,7 +939,27 @@ def _probe_grid(plan: _Plan, rng) -> tuple[np.ndarray, int]:
     grid = np.stack(np.meshgrid(iy, ix, indexing="ij"), axis=-1)
     if o["jitter_nm"] > 0:
         grid = grid + rng.normal(0.0, o["jitter_nm"], size=grid.shape)
+    grid = grid + _drift(plan, pad)
     return grid, pad
+
+
+def _drift(plan: _Plan, pad: int) -> np.ndarray | float:
+    """Slow specimen drift: (scan y, scan x, 2) displacement (y, x) in nm of the probe positions.
+
+    The frame is scanned row by row; with t = (row * nx + column) / (ny * nx) the time over the
+    frame (0 at the first position, 1 after the last; the margin of ``pad`` positions continues
+    the raster), the displacement is ``drift_nm * t + drift_quadratic_nm * t**2``. 0 when the
+    plan has no drift.
+    """
+    lin = np.asarray(plan.extra.get("drift_nm", (0.0, 0.0)), dtype=float)
+    quad = np.asarray(plan.extra.get("drift_quadratic_nm", (0.0, 0.0)), dtype=float)
+    if not (lin.any() or quad.any()):
+        return 0.0
+    ny, nx = plan.scan_gpts
+    rows = np.arange(-pad, ny + pad)[:, None]
+    cols = np.arange(-pad, nx + pad)[None, :]
+    t = ((rows * nx + cols) / (ny * nx))[..., None]
+    return lin * t + quad * t**2
 
 
 def _plan_truth(plan: _Plan, grid: np.ndarray, pad: int) -> GroundTruth:
@@ -890,7 +973,7 @@ def _plan_truth(plan: _Plan, grid: np.ndarray, pad: int) -> GroundTruth:
                              start_xy, extent_xy, margin)
     vrel, _ = _in_window(plan.vacancies_xy, [], cell_xy, start_xy, extent_xy, margin)
     probe = None
-    if plan.optics["jitter_nm"] > 0:
+    if plan.optics["jitter_nm"] > 0 or np.ndim(_drift(plan, pad)):
         ny, nx = plan.scan_gpts
         probe = grid[pad: pad + ny, pad: pad + nx] - np.asarray(plan.scan_start_nm)
     return GroundTruth(positions_nm=rel[:, ::-1] / 10, numbers=z, is_defect=d,
@@ -934,7 +1017,8 @@ def ground_truth_from_recipe(recipe: str, params: dict | str) -> GroundTruth:
 # --------------------------------------------------------------------------------------------
 
 
-def _resample_patterns(patterns: np.ndarray, k_step: float, n_out: int, half_angle: float):
+def _resample_patterns(patterns: np.ndarray, k_step: float, n_out: int, half_angle: float,
+                       rotation_deg: float = 0.0):
     """Bilinear resampling of (N, H, H) patterns (odd H, zero angle at the centre pixel) onto
     an n_out x n_out camera spanning [-half_angle, half_angle] mrad edge to edge.
 
@@ -942,20 +1026,73 @@ def _resample_patterns(patterns: np.ndarray, k_step: float, n_out: int, half_ang
     scipy's affine_transform does it in one vectorised pass; order 1 never mixes neighbouring
     patterns along the stack axis and cannot overshoot (no negative intensities at the disk
     edge), unlike a spline.
+
+    ``rotation_deg``: the camera is turned against the scan, so a pattern lands on it turned
+    clockwise on screen by this angle (its COM angle, :mod:`rrvae_nb.com`'s convention, falls by
+    it); ``com.apply_rotation(com, rotation_deg)`` turns the COM back into the scan's frame, and
+    ``com.find_rotation`` should find this angle. The patterns must then reach the camera's
+    corners (half_angle x sqrt 2); beyond them the camera sees nothing (zero).
     """
     from scipy.ndimage import affine_transform
 
     out_step = 2.0 * half_angle / n_out
     scale = out_step / k_step
     c_in, c_out = (patterns.shape[-1] - 1) / 2, (n_out - 1) / 2
-    shift = c_in - c_out * scale
+    t = math.radians(rotation_deg)
+    c, s = math.cos(t), math.sin(t)
+    # camera pixel (row, col) about its centre reads the pattern at R (row, col) about its
+    # centre: turning by +t counter-clockwise on screen (y up = -row) is (c r - s q, s r + c q)
+    turn = scale * np.array([[c, -s], [s, c]])
+    matrix = np.eye(3)
+    matrix[1:, 1:] = turn
+    offset = np.r_[0.0, c_in - turn @ np.array([c_out, c_out])]
+    if rotation_deg == 0:  # the diagonal form: scipy's cheaper path, same numbers as before
+        matrix, offset = np.array([1.0, scale, scale]), offset
     out = affine_transform(
-        patterns.astype(np.float32, copy=False), np.array([1.0, scale, scale]),
-        offset=np.array([0.0, shift, shift]), output_shape=(patterns.shape[0], n_out, n_out),
-        order=1, mode="nearest",
+        patterns.astype(np.float32, copy=False), matrix, offset=offset,
+        output_shape=(patterns.shape[0], n_out, n_out), order=1,
+        mode="nearest" if rotation_deg == 0 else "constant", cval=0.0,
     )
     out *= np.float32(scale**2)
     return out, out_step
+
+
+def _aberrations(extra: dict) -> dict:
+    """abTEM's aberration coefficients (Å, rad) from the emulation's knobs (nm, degrees).
+
+    ``defocus_nm`` is abTEM's defocus, minus C10 (the Scherzer sign: positive is underfocus);
+    the 2-fold astigmatism is C12 and the axial coma C21, each with its angle from the x axis.
+    """
+    if not extra:
+        return {}
+    return {
+        "C10": -10.0 * extra["defocus_nm"],
+        "C12": 10.0 * extra["astigmatism_nm"],
+        "phi12": math.radians(extra["astigmatism_angle_deg"]),
+        "C21": 10.0 * extra["coma_nm"],
+        "phi21": math.radians(extra["coma_angle_deg"]),
+    }
+
+
+def _camera_psf(extra: dict) -> np.ndarray | None:
+    """The camera's point-spread function on its pixels (sums to 1), or None for none.
+
+    A Gaussian core of sigma ``camera_psf_px`` plus a fraction ``camera_psf_tail`` of the signal
+    in an exponential tail exp(-r / ``camera_psf_tail_px``), as a scintillator's light spreads.
+    """
+    sigma, tail = extra.get("camera_psf_px", 0.0), extra.get("camera_psf_tail", 0.0)
+    length = extra.get("camera_psf_tail_px", 0.0)
+    if sigma <= 0 and tail <= 0:
+        return None
+    half = int(math.ceil(max(4 * sigma, 6 * length if tail > 0 else 0.0, 1.0)))
+    r = np.hypot(*np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1),
+                              indexing="ij"))
+    core = np.exp(-0.5 * (r / sigma) ** 2) if sigma > 0 else (r == 0).astype(float)
+    kernel = (1 - tail) * core / core.sum()
+    if tail > 0:
+        wing = np.exp(-r / length)
+        kernel = kernel + tail * wing / wing.sum()
+    return kernel / kernel.sum()
 
 
 def _simulate(plan: _Plan, progress: bool) -> Simulation:
@@ -964,10 +1101,13 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     from tqdm.auto import tqdm
     from tqdm.dask import TqdmCallback
 
-    o = plan.optics
+    o, extra = plan.optics, plan.extra
     rng = np.random.default_rng(o["seed"])
     grid, pad = _probe_grid(plan, rng)
     ny, nx = plan.scan_gpts
+    rotation_deg = extra.get("scan_rotation_deg", 0.0)
+    # a turned camera's corners see angles up to sqrt 2 x its half-width
+    max_angle = o["max_angle_mrad"] * (math.sqrt(2) + 1e-3 if rotation_deg else 1.0)
     # abTEM wants (x, y) positions in Å; a CustomScan keeps our (scan y, scan x) C order.
     positions = (grid[..., ::-1] * 10.0).reshape(-1, 2)
     # FFTW's "measure" planning picks algorithms by timing them, so its round-off could differ
@@ -982,8 +1122,9 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
             atoms, sampling=o["sampling_nm"] * 10,
             slice_thickness=plan.slice_thickness_nm * 10, projection="infinite",
         )
-        probe = abtem.Probe(energy=o["energy_kev"] * 1e3, semiangle_cutoff=o["convergence_mrad"])
-        detector = abtem.PixelatedDetector(max_angle=o["max_angle_mrad"], resample="uniform")
+        probe = abtem.Probe(energy=o["energy_kev"] * 1e3, semiangle_cutoff=o["convergence_mrad"],
+                            aberrations=_aberrations(plan.extra))
+        detector = abtem.PixelatedDetector(max_angle=max_angle, resample="uniform")
         measurement = probe.scan(
             potential, scan=abtem.CustomScan(positions), detectors=detector, lazy=True
         )
@@ -996,7 +1137,7 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     array = np.asarray(measurement.array, dtype=np.float32)  # (positions, kx, ky)
     # Square, odd-sized patterns centred on abTEM's zero-angle pixel (index n // 2).
     nkx, nky = array.shape[-2:]
-    half = min(int(math.floor(o["max_angle_mrad"] / k_step + 1e-6)),
+    half = min(int(math.floor(max_angle / k_step + 1e-6)),
                nkx // 2, nky // 2, nkx - 1 - nkx // 2, nky - 1 - nky // 2)
     cx, cy = nkx // 2, nky // 2
     array = array[:, cx - half: cx + half + 1, cy - half: cy + half + 1].transpose(0, 2, 1)
@@ -1017,15 +1158,29 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     out = np.empty((ny, nx, n_cam // b, n_cam // b), dtype=np.float32)
     cam_step = k_step
     camera_work = o["detector_px"] is not None or o["electrons_per_pattern"] is not None
+    psf = _camera_psf(extra)
+    gain, read_noise = extra.get("camera_gain", 1.0), extra.get("read_noise", 0.0)
+    digitise = gain != 1.0 or read_noise > 0 or psf is not None
     for row in tqdm(range(ny), desc="camera", leave=False,
                     disable=not (progress and camera_work)):
         block = array[row]
         if o["detector_px"] is not None:
-            block, cam_step = _resample_patterns(block, k_step, n_cam, o["max_angle_mrad"])
+            block, cam_step = _resample_patterns(block, k_step, n_cam, o["max_angle_mrad"],
+                                                 rotation_deg)
         if o["electrons_per_pattern"] is not None:
             block = rng.poisson(block.astype(np.float64) * o["electrons_per_pattern"])
+        if psf is not None:  # each electron's signal spreads over neighbouring camera pixels
+            from scipy.signal import fftconvolve
+
+            block = fftconvolve(block, psf[None], mode="same", axes=(1, 2))
+        if gain != 1.0:
+            block = block * gain
+        if read_noise > 0:  # per camera pixel, every read-out
+            block = block + rng.normal(0.0, read_noise, size=block.shape)
         if b > 1:
             block = block.reshape(nx, n_cam // b, b, n_cam // b, b).sum(axis=(2, 4))
+        if digitise:  # whole detector units, as the camera's digitiser gives them
+            block = np.rint(block)
         out[row] = block
     step = cam_step * b
     # Zero angle lies on the camera's geometric centre (the centre pixel for odd sizes).
@@ -1039,8 +1194,8 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     signal = make_signal(out, calibration, title=plan.title)
     md = signal.metadata
     counts = o["electrons_per_pattern"] is not None
-    md.set_item("Signal.quantity", "Counts (electrons)" if counts
-                else "Intensity (fraction of incident beam)")
+    md.set_item("Signal.quantity", "Intensity (fraction of incident beam)" if not counts
+                else "Detector units (dark-subtracted)" if digitise else "Counts (electrons)")
     md.set_item("Sample.elements", plan.elements)
     if plan.thickness_nm is not None:
         md.set_item("Sample.thickness_nm", float(plan.thickness_nm))
@@ -1267,6 +1422,14 @@ def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simul
     ``camera_max_angle_mrad`` so that the 30 mrad bright-field disk fills most of it, with shot
     noise (Poisson counts), a finite Gaussian source and a random error of each probe position.
 
+    What else a measurement has can be switched on (all off by default; ``data/make_data.py``
+    sets the shipped values): residual probe aberrations, a camera turned against the scan, slow
+    drift, and a camera model. The order is physical: the probe (with its aberrations) scatters;
+    the source blurs across probe positions; each pattern lands on the turned camera; electrons
+    arrive (Poisson); the camera's point-spread function spreads each one's signal; the gain
+    turns it into detector units; read-out noise is added per camera pixel; pixels are binned;
+    the result is digitised to whole units (dark-subtracted, so it can dip below zero).
+
     The patterns are simulated at the supercell's own angular sampling (1.4 mrad for the default
     3.4 nm cell) and resampled bilinearly onto the camera (0.28 mrad pixels by default): the
     camera's finer pixels add no information beyond the simulation's, as in a real camera whose
@@ -1295,6 +1458,26 @@ def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simul
     jitter_nm : float
         Standard deviation (nm) of the random probe-position error; the true positions are in
         ``atoms.probe_positions_nm``.
+    scan_rotation_deg : float
+        The camera turned against the scan (degrees): each pattern lands on it turned clockwise
+        on screen by this angle, so :func:`rrvae_nb.com.find_rotation` should find it and
+        ``com.apply_rotation(com_maps, scan_rotation_deg)`` undoes it. Needs ``camera_px``.
+    defocus_nm, astigmatism_nm, astigmatism_angle_deg, coma_nm, coma_angle_deg : float
+        Residual probe aberrations: defocus (nm, abTEM's sign, minus C10), 2-fold astigmatism
+        C12 (nm) and axial coma C21 (nm), with their angles (degrees from the x axis).
+    drift_nm, drift_quadratic_nm : (float, float)
+        Slow drift (y, x): the probe positions move by ``drift_nm * t + drift_quadratic_nm *
+        t**2`` nm, with t from 0 to 1 over the frame scanned row by row; the true positions are
+        in ``atoms.probe_positions_nm``.
+    camera_gain : float
+        Detector units per electron (1 with no read noise and no PSF: exact electron counts).
+    camera_psf_px, camera_psf_tail, camera_psf_tail_px : float
+        The camera's point-spread function, in camera pixels (before binning): a Gaussian core of
+        sigma ``camera_psf_px`` plus a fraction ``camera_psf_tail`` of each electron's signal in
+        an exponential tail exp(-r / ``camera_psf_tail_px``).
+    read_noise : float
+        Standard deviation of the Gaussian read-out noise, detector units per camera pixel
+        (binning b x b multiplies it by b per stored pixel).
     energy_kev, convergence_mrad, sampling_nm, seed, progress :
         As in :func:`graphene`.
     optics, camera, scan : Optics, Camera, Scan, optional
@@ -1304,7 +1487,9 @@ def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simul
     Returns
     -------
     Simulation
-        Electron counts per camera pixel (float32); ground truth as in :func:`graphene`.
+        Electron counts per camera pixel (float32) or, with a gain, a PSF or read-out noise,
+        whole detector units (``metadata.Signal.quantity`` says which); ground truth as in
+        :func:`graphene`.
         Unbinned, the default result holds 64 x 64 x 256 x 256 values (1.1 GB); it takes about
         a minute on two cores.
     """

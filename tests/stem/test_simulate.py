@@ -378,6 +378,82 @@ def test_emulated_experiment_camera_dose_and_jitter():
     np.testing.assert_array_equal(rebuilt.probe_positions_nm, sim.atoms.probe_positions_nm)
 
 
+#: a tiny emulated scan: 10 x 10 positions over 0.4 nm, a 64-pixel camera binned 2 x 2
+TINY_EXPERIMENT = dict(supercell=(4, 7), scan_gpts=10, fov_nm=0.4, camera_px=64,
+                       camera_binning=2, seed=5, progress=False)
+
+
+def test_emulated_scan_rotation_is_what_find_rotation_finds():
+    from rrvae_nb import com
+
+    kwargs = dict(TINY_EXPERIMENT, electrons_per_pattern=1e7)  # nearly noise-free
+    straight = S.emulate_graphene_experiment(("si",), **kwargs)
+    turned = S.emulate_graphene_experiment(("si",), scan_rotation_deg=30.0, **kwargs)
+    c0 = com.center_of_mass(straight.signal, progress=False)
+    c30 = com.center_of_mass(turned.signal, progress=False)
+    # the camera turns every pattern, so the COM turns clockwise on screen by 30 degrees:
+    # apply_rotation(+30) turns it back onto the straight camera's COM
+    back = com.apply_rotation(c30, 30.0)
+    scale = np.abs(c0.vector).max()
+    np.testing.assert_allclose(back.vector, c0.vector, atol=0.05 * scale)
+    assert np.abs(c30.vector - c0.vector).max() > 0.3 * scale  # the turn is not negligible
+    found = com.find_rotation(c30)
+    assert not found.transpose and found.rotation_deg == pytest.approx(30.0, abs=3.0)
+    assert com.find_rotation(c0).rotation_deg == pytest.approx(0.0, abs=3.0)
+    # electrons are kept by the turn: the camera's corners see up to sqrt 2 x 36 mrad
+    np.testing.assert_allclose(turned.signal.data.sum(axis=(-1, -2)),
+                               straight.signal.data.sum(axis=(-1, -2)), rtol=0.01)
+
+
+def test_emulated_gain_and_read_noise_set_the_statistics():
+    # 1 electron per pattern: nearly every pixel is empty, so what remains is read-out noise
+    dark = S.emulate_graphene_experiment(("si",), electrons_per_pattern=1.0, camera_gain=2.0,
+                                         read_noise=0.5, **TINY_EXPERIMENT)
+    d = dark.signal.data
+    assert np.array_equal(d, np.round(d))  # digitised to whole detector units
+    assert d.min() < 0  # dark-subtracted: the noise dips below zero
+    # 0.5 units per camera pixel, summed over 2 x 2 pixels: sigma 1.0 per stored pixel (+1/12
+    # from the digitiser's rounding)
+    assert d.std() == pytest.approx(np.sqrt(1.0 + 1 / 12), rel=0.05)
+    assert dark.signal.metadata.Signal.quantity.startswith("Detector units")
+    # the gain: with no read noise every stored value is 2 x an electron count
+    bright = S.emulate_graphene_experiment(("si",), electrons_per_pattern=1e4, camera_gain=2.0,
+                                           **TINY_EXPERIMENT)
+    b = bright.signal.data
+    assert np.array_equal(b % 2, np.zeros_like(b))
+    assert b.sum(axis=(-1, -2)).mean() == pytest.approx(2e4, rel=0.03)
+
+
+def test_emulated_camera_psf_is_normalised_with_its_tail():
+    kernel = S._camera_psf(dict(camera_psf_px=1.0, camera_psf_tail=0.2, camera_psf_tail_px=4.0))
+    assert kernel.sum() == pytest.approx(1.0)
+    c = kernel.shape[0] // 2
+    r = np.hypot(*np.meshgrid(np.arange(kernel.shape[0]) - c, np.arange(kernel.shape[0]) - c))
+    # beyond 4 sigma of the core only the tail is left: most of its 20 %
+    assert 0.1 < kernel[r > 4].sum() < 0.2
+    assert S._camera_psf({}) is None
+
+
+def test_emulated_drift_moves_the_probe_positions_as_stated():
+    lin, quad = (0.02, -0.03), (0.01, 0.005)
+    params = dict(TINY_EXPERIMENT, electrons_per_pattern=1e4, jitter_nm=0.0, drift_nm=lin,
+                  drift_quadratic_nm=quad)
+    params.pop("progress")
+    truth = S.ground_truth_from_recipe("emulate_graphene_experiment", params)
+    n = 10
+    step = 0.4 / n
+    nominal = np.stack(np.meshgrid(np.arange(n) * step, np.arange(n) * step, indexing="ij"), -1)
+    t = (np.arange(n * n) / (n * n)).reshape(n, n, 1)  # row by row over the frame
+    np.testing.assert_allclose(truth.probe_positions_nm - nominal,
+                               np.asarray(lin) * t + np.asarray(quad) * t**2, atol=1e-12)
+
+
+def test_emulated_aberrations_reach_abtem_in_its_units():
+    ab = S._aberrations(dict(defocus_nm=2.0, astigmatism_nm=1.0, astigmatism_angle_deg=90.0,
+                             coma_nm=30.0, coma_angle_deg=0.0))
+    assert ab == pytest.approx(dict(C10=-20.0, C12=10.0, phi12=np.pi / 2, C21=300.0, phi21=0.0))
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
@@ -414,6 +490,14 @@ def test_emulated_experiment_camera_dose_and_jitter():
         (lambda: S.emulate_graphene_experiment(electrons_per_pattern=None), "finite dose"),
         (lambda: S.emulate_graphene_experiment(camera_px=100, camera_binning=8), "multiple"),
         (lambda: S.emulate_graphene_experiment(fov_nm=0), "fov_nm"),
+        (lambda: S.emulate_graphene_experiment(camera_gain=0), "camera_gain must be positive"),
+        (lambda: S.emulate_graphene_experiment(camera_psf_tail=1.0), "camera_psf_tail"),
+        (lambda: S.emulate_graphene_experiment(camera_psf_tail=0.1), "camera_psf_tail_px"),
+        (lambda: S.emulate_graphene_experiment(read_noise=-1), "read_noise"),
+        (lambda: S.emulate_graphene_experiment(drift_nm=(float("nan"), 0)), "drift_nm"),
+        (lambda: S.emulate_graphene_experiment(scan_rotation_deg="a"), "scan_rotation_deg"),
+        (lambda: S.emulate_graphene_experiment(camera_px=None, scan_rotation_deg=10),
+         "need camera_px"),
         (lambda: S.ground_truth_from_recipe("graphite", {}), "Unknown recipe"),
     ],
 )
