@@ -1096,18 +1096,47 @@ def _camera_psf(extra: dict) -> np.ndarray | None:
 
 
 def _simulate(plan: _Plan, progress: bool) -> Simulation:
-    """Run abTEM multislice over the planned (possibly jittered) scan; build the result."""
+    """Run abTEM multislice over the planned (possibly jittered) scan; build the result.
+
+    The stages, in the order the random numbers are drawn (jitter, then the camera's noise):
+    probe positions, multislice (:func:`_multislice`), the source's blur over the scan
+    (:func:`_source_blur`), the camera (:func:`_camera`), the signal with its metadata.
+    """
+    o = plan.optics
+    rng = np.random.default_rng(o["seed"])
+    grid, pad = _probe_grid(plan, rng)
+    ny, nx = plan.scan_gpts
+    # a turned camera's corners see angles up to sqrt 2 x its half-width
+    max_angle = o["max_angle_mrad"] * (
+        math.sqrt(2) + 1e-3 if plan.extra.get("scan_rotation_deg", 0.0) else 1.0)
+    array, k_step, potential = _multislice(plan, grid, max_angle, progress)
+    array = array.reshape(ny + 2 * pad, nx + 2 * pad, *array.shape[-2:])
+    array = _source_blur(array, plan, pad)
+    out, step, digitise = _camera(array, plan, k_step, rng, progress)
+    # Zero angle lies on the camera's geometric centre (the centre pixel for odd sizes).
+    k_offset = -(out.shape[-1] - 1) / 2 * step
+    calibration = Calibration(
+        scan_step_nm=plan.scan_step_nm, k_step_mrad=step, scan_offset_nm=(0.0, 0.0),
+        k_offset_mrad=(k_offset, k_offset), energy_kev=o["energy_kev"],
+        convergence_mrad=o["convergence_mrad"],
+    )
+    truth = _plan_truth(plan, grid, pad)
+    signal = make_signal(out, calibration, title=plan.title)
+    _describe(signal.metadata, plan, truth, digitise, k_step, potential)
+    return Simulation(signal=signal, atoms=truth)
+
+
+def _multislice(plan: _Plan, grid: np.ndarray, max_angle: float, progress: bool):
+    """abTEM multislice at the probe positions ``grid`` (rows, cols, 2) in nm (y, x).
+
+    Returns (patterns (positions, ky, kx) float32, square and odd-sized around zero angle;
+    their angular step in mrad; the abTEM potential).
+    """
     abtem, _ = _require_sim()
     from tqdm.auto import tqdm
     from tqdm.dask import TqdmCallback
 
-    o, extra = plan.optics, plan.extra
-    rng = np.random.default_rng(o["seed"])
-    grid, pad = _probe_grid(plan, rng)
-    ny, nx = plan.scan_gpts
-    rotation_deg = extra.get("scan_rotation_deg", 0.0)
-    # a turned camera's corners see angles up to sqrt 2 x its half-width
-    max_angle = o["max_angle_mrad"] * (math.sqrt(2) + 1e-3 if rotation_deg else 1.0)
+    o = plan.optics
     # abTEM wants (x, y) positions in Å; a CustomScan keeps our (scan y, scan x) C order.
     positions = (grid[..., ::-1] * 10.0).reshape(-1, 2)
     # FFTW's "measure" planning picks algorithms by timing them, so its round-off could differ
@@ -1141,18 +1170,33 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
                nkx // 2, nky // 2, nkx - 1 - nkx // 2, nky - 1 - nky // 2)
     cx, cy = nkx // 2, nky // 2
     array = array[:, cx - half: cx + half + 1, cy - half: cy + half + 1].transpose(0, 2, 1)
-    array = array.reshape(ny + 2 * pad, nx + 2 * pad, 2 * half + 1, 2 * half + 1)
+    return array, k_step, potential
+
+
+def _source_blur(array: np.ndarray, plan: _Plan, pad: int) -> np.ndarray:
+    """A finite source: blur the padded (rows, cols, ky, kx) scan window, crop the padding."""
     if pad:
         from scipy.ndimage import gaussian_filter
 
+        ny, nx = plan.scan_gpts
         # abTEM's gaussian_source_size wraps around the scan periodically, which is right only
         # for a scan of exactly one period; here the padded window is blurred and cropped.
-        sigma = o["source_size_nm"] / plan.scan_step_nm
+        sigma = plan.optics["source_size_nm"] / plan.scan_step_nm
         array = gaussian_filter(array, sigma=(sigma, sigma, 0, 0), mode="nearest")
         array = array[pad: pad + ny, pad: pad + nx]
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    return np.ascontiguousarray(array, dtype=np.float32)
 
-    # The camera: resampling, dose, binning; a scan row at a time to bound memory.
+
+def _camera(array: np.ndarray, plan: _Plan, k_step: float, rng, progress: bool):
+    """The camera: resampling (and turning), dose, point-spread, gain, read-out, binning.
+
+    A scan row at a time to bound memory. Returns (scan y, scan x, ky, kx) float32 patterns,
+    their step in mrad and whether they were digitised into whole detector units.
+    """
+    from tqdm.auto import tqdm
+
+    o, extra = plan.optics, plan.extra
+    ny, nx = plan.scan_gpts
     n_cam = array.shape[-1] if o["detector_px"] is None else o["detector_px"]
     b = o["detector_binning"]
     out = np.empty((ny, nx, n_cam // b, n_cam // b), dtype=np.float32)
@@ -1166,7 +1210,7 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
         block = array[row]
         if o["detector_px"] is not None:
             block, cam_step = _resample_patterns(block, k_step, n_cam, o["max_angle_mrad"],
-                                                 rotation_deg)
+                                                 extra.get("scan_rotation_deg", 0.0))
         if o["electrons_per_pattern"] is not None:
             block = rng.poisson(block.astype(np.float64) * o["electrons_per_pattern"])
         if psf is not None:  # each electron's signal spreads over neighbouring camera pixels
@@ -1182,18 +1226,13 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
         if digitise:  # whole detector units, as the camera's digitiser gives them
             block = np.rint(block)
         out[row] = block
-    step = cam_step * b
-    # Zero angle lies on the camera's geometric centre (the centre pixel for odd sizes).
-    k_offset = -(out.shape[-1] - 1) / 2 * step
-    calibration = Calibration(
-        scan_step_nm=plan.scan_step_nm, k_step_mrad=step, scan_offset_nm=(0.0, 0.0),
-        k_offset_mrad=(k_offset, k_offset), energy_kev=o["energy_kev"],
-        convergence_mrad=o["convergence_mrad"],
-    )
-    truth = _plan_truth(plan, grid, pad)
-    signal = make_signal(out, calibration, title=plan.title)
-    md = signal.metadata
-    counts = o["electrons_per_pattern"] is not None
+    return out, cam_step * b, digitise
+
+
+def _describe(md, plan: _Plan, truth, digitise: bool, k_step: float, potential) -> None:
+    """Write what was simulated, how, and the ground truth into the signal's metadata ``md``."""
+    abtem, _ = _require_sim()
+    counts = plan.optics["electrons_per_pattern"] is not None
     md.set_item("Signal.quantity", "Intensity (fraction of incident beam)" if not counts
                 else "Detector units (dark-subtracted)" if digitise else "Counts (electrons)")
     md.set_item("Sample.elements", plan.elements)
@@ -1207,7 +1246,6 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     md.set_item("Simulation.num_slices", int(potential.num_slices))
     md.set_item("Simulation.simulated_k_step_mrad", k_step)
     md.set_item("Simulation.wave_gpts", [int(g) for g in potential.gpts])
-    return Simulation(signal=signal, atoms=truth)
 
 
 def ground_truth_of(signal) -> GroundTruth:
