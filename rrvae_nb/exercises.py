@@ -267,7 +267,8 @@ def _ch4_scale(answer, *, model, patterns):
     ratio = _spread_ratio(model, patterns)
     got = _number(answer)
     if _near(got, float(ratio.min()), 0.01 + 0.02 * ratio.min()):
-        reading = "collapsed (far below 10)" if ratio.min() < 10 else "not collapsed"
+        reading = ("collapsed: a latent barely tells the patterns apart" if ratio.min() < 2
+                   else "each latent's values spread over several posterior widths")
         return True, f"ratios {np.round(ratio, 2)}: {reading}."
     return False, (f"this model's ratios are {np.round(ratio, 2)}; the answer is the smallest, "
                    f"not {got:.2f}.")
