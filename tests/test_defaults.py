@@ -124,8 +124,8 @@ def test_two_default_latents_are_used_and_find_the_vacancy_better_than_the_com(h
 @pytest.mark.slow
 def test_four_default_latents_find_the_vacancy_as_well_as_four_principal_components(hbn):
     x, positive, baselines = hbn
-    z, hist = trained(x, 4)
-    z = z.z
+    enc, hist = trained(x, 4)
+    z = enc.z
     fair = scores(z, positive, baselines, K_FAIR)
     print(f"vacancy AUC, k={K_FAIR}:", {k: round(v, 3) for k, v in fair.items()})
     print("variance of the content latents' means:", np.round(hist.latent_variance, 4))
