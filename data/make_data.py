@@ -47,7 +47,9 @@ _EXPERIMENT_NOTE = (
     "4 pixels), a gain of 0.8 detector units per electron and Gaussian read-out noise of 0.1 "
     "units per camera pixel. Stored binned 8 x 8 on the camera to fit (32 x 32 pixels of 2.25 "
     "mrad), digitised to whole dark-subtracted detector units ({dtype}, so small negative values "
-    "occur): not electron counts. All settings are in params. Nion .ndata1 cannot hold the "
+    "occur): not electron counts. The HAADF image of the same scan is the dataset named as this "
+    "one plus _haadf. "
+    "All settings are in params. Nion .ndata1 cannot hold the "
     "ground truth: rrvae_nb.simulate.ground_truth_of(signal) rebuilds it from the recipe."
 )
 
@@ -57,7 +59,18 @@ _MEASUREMENT = dict(
     scan_rotation_deg=37.0, defocus_nm=2.0, astigmatism_nm=1.0, astigmatism_angle_deg=30.0,
     coma_nm=30.0, coma_angle_deg=60.0, drift_nm=[0.02, -0.03], drift_quadratic_nm=[0.01, 0.01],
     camera_gain=0.8, camera_psf_px=1.0, camera_psf_tail=0.1, camera_psf_tail_px=4.0,
-    read_noise=0.1,
+    read_noise=0.1, haadf_inner_mrad=80.0, haadf_outer_mrad=160.0,
+)
+
+#: The HAADF image that each emulated scan records beside its patterns (a separate Nion data
+#: item, as on the microscope).
+_HAADF_NOTE = (
+    "HAADF image recorded with the same emulated scan as {name} (same probe positions, jitter, "
+    "drift and source size): the electrons scattered between 80 and 160 mrad (the outer limit "
+    "is what the simulation's 0.01 nm sampling carries at 60 keV), counted by an ideal detector "
+    "(Poisson, {dtype}; a real HAADF detector reports amplified units with their own offset). "
+    "The atoms are static (no thermal diffuse scattering: for a monolayer the high-angle signal "
+    "is mostly single elastic scattering by each atom). 2-D Nion .ndata1, (scan y, scan x) in nm."
 )
 
 #: name -> recipe (function of rrvae_nb.simulate), file format, keyword arguments, description.
@@ -139,9 +152,10 @@ DATASETS: dict[str, dict] = {
     ),
     "graphene_si_experiment": dict(
         recipe="emulate_graphene_experiment", format="ndata1",
-        params=dict(defects=["si"], camera_binning=8, **_MEASUREMENT),
-        description="Emulated experiment, graphene with a 3-fold coordinated Si dopant. "
-        + _EXPERIMENT_NOTE,
+        params=dict(defects=["si"], camera_binning=8, si_height_nm=0.1, **_MEASUREMENT),
+        description="Emulated experiment, graphene with a 3-fold coordinated Si dopant, 0.1 nm "
+        "above the carbon plane (two slices: the wave travels 0.1 nm between the carbon and the "
+        "Si). " + _EXPERIMENT_NOTE,
     ),
     "graphene_tiny_reference": dict(
         recipe="graphene", format="hspy",
@@ -213,7 +227,11 @@ def _as_counts(signal):
 
 
 def make(name: str, out_dir: Path, progress: bool = True) -> dict:
-    """Simulate one dataset, write its file into ``out_dir`` and return its manifest entry."""
+    """Simulate one dataset, write its file(s) into ``out_dir``; return their manifest entries.
+
+    A recipe run that records a HAADF image too writes it beside the patterns as
+    ``<name>_haadf`` (its own manifest entry, same recipe and parameters).
+    """
     from rrvae_nb import simulate
 
     spec = DATASETS[name]
@@ -244,7 +262,19 @@ def make(name: str, out_dir: Path, progress: bool = True) -> dict:
     }
     print(f"{name}: {signal.data.shape} {signal.data.dtype}, {entry['size'] / 1e6:.2f} MB, "
           f"simulated in {seconds:.0f} s", flush=True)
-    return entry
+    entries = {name: entry}
+    if sim.haadf is not None:
+        from rrvae_nb.io import write_ndata1
+
+        haadf_path = out_dir / f"{name}_haadf.ndata1"
+        dtype = _as_counts(sim.haadf)
+        write_ndata1(haadf_path, sim.haadf, timestamp=FIXED_TIMESTAMP)
+        entries[f"{name}_haadf"] = {
+            **entry, "file": haadf_path.name, "format": "ndata1",
+            "size": haadf_path.stat().st_size, "sha256": _sha256(haadf_path),
+            "description": _HAADF_NOTE.format(name=name, dtype=dtype), "channel": "haadf",
+        }
+    return entries
 
 
 def write_manifest(out_dir: Path, entries: dict) -> Path:
@@ -281,8 +311,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     entries = {}
     for name in names:
-        entries[name] = make(name, args.out, progress=not args.quiet)
-        write_manifest(args.out, {name: entries[name]})  # keep the manifest true after each file
+        made = make(name, args.out, progress=not args.quiet)
+        entries.update(made)
+        write_manifest(args.out, made)  # keep the manifest true after each file
     print(f"wrote {len(entries)} dataset(s) and {args.out / MANIFEST}")
     return 0
 

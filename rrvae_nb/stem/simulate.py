@@ -16,7 +16,8 @@ Recipes
     Graphene data shaped like the paper's Nion experiment: a 64 x 64 scan over about 1 nm, a
     256 x 256 camera that the bright-field disk nearly fills, finite dose, a finite source and a
     little random probe-position error; optionally residual aberrations, a camera turned against
-    the scan, slow drift, and a camera's blur, gain and read-out noise.
+    the scan, slow drift, a camera's blur, gain and read-out noise, a Si dopant above the carbon
+    plane, and a HAADF image recorded in the same run.
 
 Every recipe returns a :class:`Simulation`: a calibrated hyperspy ``Signal2D`` with axes
 (scan y, scan x | ky, kx) in nm and mrad, built by :func:`rrvae_nb.signals.make_signal`, and the
@@ -53,7 +54,7 @@ from functools import partial
 
 import numpy as np
 
-from .signals import Calibration, make_signal
+from .signals import Calibration, make_signal, require_hyperspy
 from .units import electron_wavelength_nm
 
 __all__ = [
@@ -179,10 +180,15 @@ class Simulation:
         and its parameters are in its metadata too.
     atoms : GroundTruth
         Atom positions (nm, scan frame), atomic numbers, defect flags and vacancy sites.
+    haadf : hyperspy Signal2D or None
+        The HAADF image recorded with the same scan, (scan y, scan x) in nm, in electrons
+        scattered into the annulus; None unless the recipe was asked for one
+        (:func:`emulate_graphene_experiment`'s ``haadf_inner_mrad`` and ``haadf_outer_mrad``).
     """
 
     signal: object
     atoms: GroundTruth
+    haadf: object | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,7 +630,7 @@ class _Plan:
     optics: dict  # checked settings from _check_optics
     atoms: object  # ase.Atoms
     title: str
-    slice_thickness_nm: float
+    slice_thickness_nm: float | tuple[float, ...]  # one thickness for all slices, or each's
     scan_start_nm: tuple[float, float]  # supercell frame, (y, x)
     scan_step_nm: float
     scan_gpts: tuple[int, int]
@@ -668,8 +674,11 @@ def _scan_window(cell_nm, centre_nm, extent_nm, gpts):
 
 
 def _graphene_plan(recipe, params, optics, defects, supercell, scan_center_nm, extent, gpts,
-                   material="graphene"):
+                   material="graphene", si_height_nm=0.0):
     atoms, vacancies_xy, sites_xy, is_defect = _graphene_structure(supercell, defects, material)
+    slices = atoms.cell[2, 2] / 10  # one slice: a flat monolayer
+    if si_height_nm > 0 and np.any(atoms.numbers == 14):
+        slices = _lift_si(atoms, si_height_nm)
     cell_xy = np.array([atoms.cell[0, 0], atoms.cell[1, 1]])
     if scan_center_nm is None:
         centre_xy = sites_xy.mean(axis=0) if len(sites_xy) else cell_xy / 2
@@ -681,12 +690,29 @@ def _graphene_plan(recipe, params, optics, defects, supercell, scan_center_nm, e
     return _Plan(
         recipe=recipe, params=params, optics=optics, atoms=atoms,
         title=f"{prefix} ({kinds}), {optics['energy_kev']:g} keV",
-        slice_thickness_nm=atoms.cell[2, 2] / 10,  # one slice: a monolayer
+        slice_thickness_nm=slices,
         scan_start_nm=start, scan_step_nm=step, scan_gpts=gpts, extent_nm=extent,
         truth_xy=atoms.positions[:, :2], truth_numbers=atoms.numbers.copy(),
         truth_defect=is_defect, vacancies_xy=vacancies_xy,
         elements=sorted(set(atoms.get_chemical_symbols())), thickness_nm=None,
     )
+
+
+def _lift_si(atoms, height_nm: float) -> tuple[float, float]:
+    """Raise the Si atoms ``height_nm`` above the carbon plane; return the two slices (nm).
+
+    A multislice applies each slice's projected potential at the slice's entrance and then
+    propagates the wave by the slice's thickness. The carbon plane therefore goes into a first
+    slice exactly ``height_nm`` thick, so the wave travels that far before it meets the Si in
+    the second slice. The atoms are moved along z so that the carbon plane sits inside the
+    first slice (the projected potentials do not depend on where in its slice an atom sits).
+    """
+    h = height_nm * 10  # Å, as ase and abTEM have it
+    is_si = atoms.numbers == 14
+    z_carbon = float(np.median(atoms.positions[~is_si, 2]))
+    atoms.positions[:, 2] += h / 2 - z_carbon
+    atoms.positions[is_si, 2] += h
+    return (height_nm, atoms.cell[2, 2] / 10 - height_nm)
 
 
 def _plan_honeycomb(recipe, material, defects, supercell, settings: Settings, seed) -> _Plan:
@@ -769,8 +795,11 @@ _EMULATION_KNOBS = {
     "astigmatism_angle_deg": 0.0, "coma_nm": 0.0, "coma_angle_deg": 0.0,
     "drift_nm": (0.0, 0.0), "drift_quadratic_nm": (0.0, 0.0), "camera_gain": 1.0,
     "camera_psf_px": 0.0, "camera_psf_tail": 0.0, "camera_psf_tail_px": 0.0,
-    "read_noise": 0.0,
+    "read_noise": 0.0, "si_height_nm": 0.0, "haadf_inner_mrad": 0.0, "haadf_outer_mrad": 0.0,
 }
+#: The Si's height above the carbon plane is kept below this (nm): the monolayer's cell is 0.4 nm
+#: high and the two slices of a buckled Si (see :func:`_graphene_plan`) must fit in it.
+_MAX_SI_HEIGHT_NM = 0.25
 
 
 def _check_emulation_knobs(knobs: dict) -> dict:
@@ -798,7 +827,8 @@ def _check_emulation_knobs(knobs: dict) -> dict:
     if out["camera_gain"] <= 0:
         raise ValueError(f"camera_gain must be positive (detector units per electron); got "
                          f"{knobs['camera_gain']!r}. Use 1 for electron counts.")
-    for name in ("camera_psf_px", "camera_psf_tail_px", "read_noise"):
+    for name in ("camera_psf_px", "camera_psf_tail_px", "read_noise", "si_height_nm",
+                 "haadf_inner_mrad", "haadf_outer_mrad"):
         if out[name] < 0:
             raise ValueError(f"{name} must be zero (off) or positive; got {knobs[name]!r}.")
     if not 0 <= out["camera_psf_tail"] < 1:
@@ -808,7 +838,33 @@ def _check_emulation_knobs(knobs: dict) -> dict:
     if out["camera_psf_tail"] > 0 and out["camera_psf_tail_px"] <= 0:
         raise ValueError("camera_psf_tail > 0 needs camera_psf_tail_px > 0 (the tail's decay "
                          "length in camera pixels), e.g. 6.")
+    if out["si_height_nm"] > _MAX_SI_HEIGHT_NM:
+        raise ValueError(f"si_height_nm={knobs['si_height_nm']!r} is out of reach: the Si of a "
+                         f"3-fold site sits about 0.1-0.2 nm above the carbon plane; the "
+                         f"emulation allows up to {_MAX_SI_HEIGHT_NM} nm.")
     return out
+
+
+def _check_haadf(extra: dict, optics: dict) -> None:
+    """The HAADF annulus must lie outside the camera and inside what the wave carries."""
+    inner, outer = extra["haadf_inner_mrad"], extra["haadf_outer_mrad"]
+    if inner == outer == 0:
+        return
+    corner = optics["max_angle_mrad"] * math.sqrt(2)
+    limit = _ANTIALIAS * _wavelength_nm(optics["energy_kev"]) / (2 * optics["sampling_nm"]) * 1e3
+    if not corner < inner < outer:
+        raise ValueError(
+            f"The HAADF annulus ({inner:g} to {outer:g} mrad) must start outside the camera, "
+            f"whose corners reach {corner:.1f} mrad, and end beyond its start: give "
+            "haadf_inner_mrad < haadf_outer_mrad, e.g. 80 and 160 (both 0: no HAADF image)."
+        )
+    if outer > limit:
+        raise ValueError(
+            f"haadf_outer_mrad={outer:g} exceeds the largest angle that a wave sampled at "
+            f"{optics['sampling_nm']:g} nm carries at {optics['energy_kev']:g} keV "
+            f"({limit:.1f} mrad after anti-aliasing). Use a smaller haadf_outer_mrad or a finer "
+            "sampling_nm."
+        )
 
 
 def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, seed,
@@ -833,6 +889,7 @@ def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, se
                    detector_binning="camera_binning"),
     )
     extra = _check_emulation_knobs(knobs)
+    _check_haadf(extra, optics)
     if optics["detector_px"] is None and (extra["scan_rotation_deg"] or extra["camera_psf_px"]
                                           or extra["camera_psf_tail"]):
         raise ValueError("scan_rotation_deg and the camera PSF need camera_px (the camera's "
@@ -847,7 +904,8 @@ def _plan_emulate_graphene_experiment(defects, supercell, settings: Settings, se
         sampling_nm=optics["sampling_nm"], seed=optics["seed"], **extra,
     )
     plan = _graphene_plan("emulate_graphene_experiment", params, optics, defects, supercell,
-                          None, (fov_nm, fov_nm), (scan_gpts, scan_gpts))
+                          None, (fov_nm, fov_nm), (scan_gpts, scan_gpts),
+                          si_height_nm=extra["si_height_nm"])
     plan.extra = extra
     return plan
 
@@ -1109,10 +1167,12 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     # a turned camera's corners see angles up to sqrt 2 x its half-width
     max_angle = o["max_angle_mrad"] * (
         math.sqrt(2) + 1e-3 if plan.extra.get("scan_rotation_deg", 0.0) else 1.0)
-    array, k_step, potential = _multislice(plan, grid, max_angle, progress)
+    array, k_step, potential, haadf = _multislice(plan, grid, max_angle, progress)
     array = array.reshape(ny + 2 * pad, nx + 2 * pad, *array.shape[-2:])
     array = _source_blur(array, plan, pad)
     out, step, digitise = _camera(array, plan, k_step, rng, progress)
+    if haadf is not None:
+        haadf = _haadf_image(haadf.reshape(ny + 2 * pad, nx + 2 * pad), plan, pad)
     # Zero angle lies on the camera's geometric centre (the centre pixel for odd sizes).
     k_offset = -(out.shape[-1] - 1) / 2 * step
     calibration = Calibration(
@@ -1123,16 +1183,23 @@ def _simulate(plan: _Plan, progress: bool) -> Simulation:
     truth = _plan_truth(plan, grid, pad)
     signal = make_signal(out, calibration, title=plan.title)
     _describe(signal.metadata, plan, truth, digitise, k_step, potential)
-    return Simulation(signal=signal, atoms=truth)
+    return Simulation(signal=signal, atoms=truth, haadf=haadf)
+
+
+def _angstrom(nm):
+    """A length, or a tuple of lengths, from nm to Å."""
+    return tuple(v * 10 for v in nm) if isinstance(nm, tuple) else nm * 10
 
 
 def _multislice(plan: _Plan, grid: np.ndarray, max_angle: float, progress: bool):
     """abTEM multislice at the probe positions ``grid`` (rows, cols, 2) in nm (y, x).
 
     Returns (patterns (positions, ky, kx) float32, square and odd-sized around zero angle;
-    their angular step in mrad; the abTEM potential).
+    their angular step in mrad; the abTEM potential; the HAADF annulus's share of the beam at
+    each position (positions,) float64, or None without a HAADF detector).
     """
     abtem, _ = _require_sim()
+    import dask
     from tqdm.auto import tqdm
     from tqdm.dask import TqdmCallback
 
@@ -1149,28 +1216,35 @@ def _multislice(plan: _Plan, grid: np.ndarray, max_angle: float, progress: bool)
             seed=o["seed"])
         potential = abtem.Potential(
             atoms, sampling=o["sampling_nm"] * 10,
-            slice_thickness=plan.slice_thickness_nm * 10, projection="infinite",
+            slice_thickness=_angstrom(plan.slice_thickness_nm), projection="infinite",
         )
         probe = abtem.Probe(energy=o["energy_kev"] * 1e3, semiangle_cutoff=o["convergence_mrad"],
                             aberrations=_aberrations(plan.extra))
         detector = abtem.PixelatedDetector(max_angle=max_angle, resample="uniform")
-        measurement = probe.scan(
-            potential, scan=abtem.CustomScan(positions), detectors=detector, lazy=True
+        inner, outer = (plan.extra.get(f"haadf_{k}_mrad", 0.0) for k in ("inner", "outer"))
+        detectors = [detector] + ([abtem.AnnularDetector(inner, outer)] if outer else [])
+        # one multislice feeds both detectors
+        measurements = probe.scan(
+            potential, scan=abtem.CustomScan(positions), detectors=detectors, lazy=True
         )
+        if not isinstance(measurements, list):
+            measurements = [measurements]
         with TqdmCallback(desc=plan.title, tqdm_class=tqdm, disable=not progress):
-            measurement = measurement.compute(scheduler="threads", progress_bar=False)
+            computed = dask.compute(*(m.array for m in measurements), scheduler="threads")
+    measurement, haadf = measurements[0], computed[1] if len(computed) > 1 else None
     k_steps = measurement.angular_sampling
     if not np.isclose(k_steps[0], k_steps[1], rtol=1e-6):  # pragma: no cover - abTEM invariant
         raise RuntimeError(f"abTEM returned non-square diffraction pixels {k_steps} mrad.")
     k_step = float(k_steps[0])
-    array = np.asarray(measurement.array, dtype=np.float32)  # (positions, kx, ky)
+    array = np.asarray(computed[0], dtype=np.float32)  # (positions, kx, ky)
     # Square, odd-sized patterns centred on abTEM's zero-angle pixel (index n // 2).
     nkx, nky = array.shape[-2:]
     half = min(int(math.floor(max_angle / k_step + 1e-6)),
                nkx // 2, nky // 2, nkx - 1 - nkx // 2, nky - 1 - nky // 2)
     cx, cy = nkx // 2, nky // 2
     array = array[:, cx - half: cx + half + 1, cy - half: cy + half + 1].transpose(0, 2, 1)
-    return array, k_step, potential
+    haadf = None if haadf is None else np.asarray(haadf, dtype=np.float64)
+    return array, k_step, potential, haadf
 
 
 def _source_blur(array: np.ndarray, plan: _Plan, pad: int) -> np.ndarray:
@@ -1185,6 +1259,32 @@ def _source_blur(array: np.ndarray, plan: _Plan, pad: int) -> np.ndarray:
         array = gaussian_filter(array, sigma=(sigma, sigma, 0, 0), mode="nearest")
         array = array[pad: pad + ny, pad: pad + nx]
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _haadf_image(fraction: np.ndarray, plan: _Plan, pad: int):
+    """The HAADF image: the source's blur, then the electrons counted by the annulus.
+
+    ``fraction`` is the annulus's share of the beam at each padded probe position (rows, cols).
+    An ideal detector counts every electron (Poisson); its random numbers come from a stream of
+    their own, so switching the HAADF image on leaves the 4D data unchanged.
+    """
+    o, extra = plan.optics, plan.extra
+    image = _source_blur(fraction[..., None, None], plan, pad)[..., 0, 0].astype(np.float64)
+    if o["electrons_per_pattern"] is not None:
+        rng = np.random.default_rng(np.random.SeedSequence(o["seed"]).spawn(1)[0])
+        image = rng.poisson(np.clip(image, 0, None) * o["electrons_per_pattern"])
+    hs = require_hyperspy()
+    axes = [dict(name=n, size=size, scale=plan.scan_step_nm, offset=0.0, units="nm",
+                 navigate=False) for n, size in zip("yx", image.shape, strict=True)]
+    sig = hs.signals.Signal2D(np.asarray(image, dtype=np.float32), axes=axes)
+    sig.metadata.General.title = f"{plan.title}, HAADF"
+    sig.metadata.set_item("Signal.quantity", "Counts (electrons)" if o["electrons_per_pattern"]
+                          is not None else "Intensity (fraction of incident beam)")
+    sig.metadata.set_item("Detector.inner_mrad", extra["haadf_inner_mrad"])
+    sig.metadata.set_item("Detector.outer_mrad", extra["haadf_outer_mrad"])
+    sig.metadata.set_item("Simulation.recipe", f"rrvae_nb.simulate.{plan.recipe}")
+    sig.metadata.set_item("Simulation.parameters_json", json.dumps(plan.params, sort_keys=True))
+    return sig
 
 
 def _camera(array: np.ndarray, plan: _Plan, k_step: float, rng, progress: bool):
@@ -1516,6 +1616,18 @@ def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simul
     read_noise : float
         Standard deviation of the Gaussian read-out noise, detector units per camera pixel
         (binning b x b multiplies it by b per stored pixel).
+    si_height_nm : float
+        Height (nm) of each Si dopant above the carbon plane (0: flat; at most 0.25). A 3-fold
+        Si buckles out of the plane; the structure is then cut into two slices so that the wave
+        propagates this far between the carbon plane and the Si. At 60 keV and 30 mrad the
+        probe's depth of field is about 10 nm, so 0.1 nm changes a pattern by a few tenths of a
+        percent, far below the shot noise.
+    haadf_inner_mrad, haadf_outer_mrad : float
+        A high-angle annular dark-field detector recorded in the same run (both 0: none): the
+        annulus from inner to outer angle (mrad), outside the camera's corners and within the
+        angles the wave's sampling carries (162 mrad at 0.01 nm and 60 keV). The image, in
+        electrons counted by an ideal detector (Poisson, at ``electrons_per_pattern``, from a
+        random stream of its own so that the 4D data do not change), is ``Simulation.haadf``.
     energy_kev, convergence_mrad, sampling_nm, seed, progress :
         As in :func:`graphene`.
     optics, camera, scan : Optics, Camera, Scan, optional
@@ -1530,6 +1642,8 @@ def emulate_graphene_experiment(*args, progress: bool = True, **kwargs) -> Simul
         :func:`graphene`.
         Unbinned, the default result holds 64 x 64 x 256 x 256 values (1.1 GB); it takes about
         a minute on two cores.
+        ``haadf``: the HAADF image (hyperspy Signal2D, (scan y, scan x) in nm) when an annulus was
+        given, else None.
     """
     return _simulate(_RECIPES["emulate_graphene_experiment"].plan(*args, **kwargs), progress)
 

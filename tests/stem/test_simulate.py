@@ -448,6 +448,52 @@ def test_emulated_drift_moves_the_probe_positions_as_stated():
                                np.asarray(lin) * t + np.asarray(quad) * t**2, atol=1e-12)
 
 
+def test_emulated_si_height_changes_patterns_near_the_si_only_slightly():
+    # nearly noise-free, on a perfect grid, so that only the Si's height differs
+    kwargs = dict(TINY_EXPERIMENT, scan_gpts=12, fov_nm=0.6, electrons_per_pattern=1e10,
+                  jitter_nm=0.0, source_size_nm=0.0)
+    flat = S.emulate_graphene_experiment(("si",), **kwargs)
+    raised = S.emulate_graphene_experiment(("si",), si_height_nm=0.1, **kwargs)
+    assert flat.signal.metadata.Simulation.num_slices == 1
+    assert raised.signal.metadata.Simulation.num_slices == 2  # carbon, then 0.1 nm on, the Si
+    a = flat.signal.data.astype(float)
+    change = np.abs(raised.signal.data - a).sum(axis=(-1, -2)) / a.sum(axis=(-1, -2))
+    si = raised.atoms.positions_nm[raised.atoms.numbers == 14][0]
+    r = np.hypot(*np.moveaxis(probe_grid(raised.signal) - si, -1, 0))
+    # the wave travels 0.1 nm between the carbon plane and the Si: far less than the probe's
+    # depth of field (about 10 nm), so the patterns change by well under 1 % ...
+    assert change.max() < 0.01
+    # ... and where the probe meets the Si: fails if the height changed nothing, or everything
+    assert change[r < 0.1].mean() > 3 * change[r > 0.3].mean() > 0
+    # the ground truth (x, y) is the same, and rebuilt from the parameters
+    np.testing.assert_allclose(raised.atoms.positions_nm, flat.atoms.positions_nm)
+
+
+def test_emulated_haadf_is_z_contrast_and_leaves_the_patterns_alone():
+    kwargs = dict(TINY_EXPERIMENT, electrons_per_pattern=1e6)
+    plain = S.emulate_graphene_experiment(("si",), **kwargs)
+    both = S.emulate_graphene_experiment(("si",), haadf_inner_mrad=80.0, haadf_outer_mrad=160.0,
+                                         **kwargs)
+    assert plain.haadf is None
+    # the HAADF's counts come from a random stream of their own: the 4D data are unchanged
+    np.testing.assert_array_equal(both.signal.data, plain.signal.data)
+    image = both.haadf
+    assert image.data.shape == both.signal.data.shape[:2]
+    assert [a.units for a in image.axes_manager.signal_axes] == ["nm", "nm"]
+    assert image.axes_manager[0].scale == pytest.approx(calibration_of(both.signal).scan_step_nm)
+    h = image.data.astype(float)
+    assert np.array_equal(h, np.round(h)) and h.min() >= 0  # electron counts
+    # Z contrast: at the Si (Z = 14) the annulus counts several times what it counts at the
+    # carbon atoms (Z = 6); (14 / 6)^1.6 = 3.9
+    truth = both.atoms
+    at = {z: np.mean([h[nearest_probe(both.signal, p)[0]] for p in truth.positions_nm
+                      [truth.numbers == z] if nearest_probe(both.signal, p)[1] < 0.02])
+          for z in (6, 14)}
+    assert 3.0 < at[14] / at[6] < 6.0, at
+    # a small share of the beam reaches 80-160 mrad from a monolayer
+    assert 0 < h.mean() / 1e6 < 0.01
+
+
 def test_emulated_aberrations_reach_abtem_in_its_units():
     ab = S._aberrations(dict(defocus_nm=2.0, astigmatism_nm=1.0, astigmatism_angle_deg=90.0,
                              coma_nm=30.0, coma_angle_deg=0.0))
@@ -498,6 +544,13 @@ def test_emulated_aberrations_reach_abtem_in_its_units():
         (lambda: S.emulate_graphene_experiment(scan_rotation_deg="a"), "scan_rotation_deg"),
         (lambda: S.emulate_graphene_experiment(camera_px=None, scan_rotation_deg=10),
          "need camera_px"),
+        (lambda: S.emulate_graphene_experiment(si_height_nm=0.5), "si_height_nm"),
+        (lambda: S.emulate_graphene_experiment(si_height_nm=-0.1), "si_height_nm"),
+        (lambda: S.emulate_graphene_experiment(haadf_inner_mrad=40, haadf_outer_mrad=160),
+         "outside the camera"),
+        (lambda: S.emulate_graphene_experiment(haadf_inner_mrad=80), "outside the camera"),
+        (lambda: S.emulate_graphene_experiment(haadf_inner_mrad=80, haadf_outer_mrad=250),
+         "finer sampling_nm"),
         (lambda: S.ground_truth_from_recipe("graphite", {}), "Unknown recipe"),
     ],
 )
@@ -561,6 +614,34 @@ def test_shipped_experiment_has_a_rebuildable_ground_truth(manifest):
     carbon = [df[nearest_probe(sig, p)[0]] for p in truth.positions_nm
               if nearest_probe(sig, p)[1] < 0.01]
     assert df[vac_index] < np.median(carbon)
+
+
+def test_shipped_haadf_images_show_the_defects_by_z_contrast(manifest):
+    from rrvae_nb import datasets
+
+    for kind in ("pristine", "vacancy", "si"):
+        entry = manifest[f"graphene_{kind}_experiment_haadf"]
+        # recorded in the same run as the patterns: the same recipe and parameters
+        assert entry["params"] == manifest[f"graphene_{kind}_experiment"]["params"]
+        assert entry["params"]["haadf_inner_mrad"] == 80 and entry["channel"] == "haadf"
+    for kind, z_sign in (("vacancy", -1), ("si", 1)):
+        sig = datasets.load(f"graphene_{kind}_experiment")
+        image = datasets.load(f"graphene_{kind}_experiment_haadf")
+        assert image.data.shape == sig.data.shape[:2]
+        assert image.axes_manager[0].units == "nm"
+        assert image.axes_manager[0].scale == pytest.approx(calibration_of(sig).scan_step_nm)
+        truth = S.ground_truth_of(sig)
+        h = image.data.astype(float)
+        carbon = [h[nearest_probe(sig, p)[0]] for p in truth.positions_nm[truth.numbers == 6]
+                  if nearest_probe(sig, p)[1] < 0.01]
+        site = truth.positions_nm[truth.is_defect][0] if z_sign > 0 else truth.vacancies_nm[0]
+        at_defect = h[nearest_probe(sig, site)[0]]
+        # the Si (Z = 14) is brighter than every carbon atom, the vacancy darker than the
+        # median one (single positions, a few electrons each: Poisson noise)
+        if z_sign > 0:
+            assert at_defect > max(carbon)
+        else:
+            assert at_defect < np.median(carbon)
 
 
 # ---------------------------------------------------------------------------- hBN
