@@ -188,8 +188,10 @@ def diagnose(z, angle, score, mag, d_site, far, sigma) -> dict:
     position to the nearest carbon (site in the cell), with the row (time along the raster:
     drift), and the share of their variance explained by the angle latent's first three
     harmonics. The score (the far positions it covers): Spearman with the row, the distance from
-    the scan's edge, the unit-cell-averaged |COM| and the length of the unit-cell-averaged unit
-    vector of the angle latent (1 where the angle hardly changes).
+    the scan's edge, the unit-cell-averaged |COM|, the length of the unit-cell-averaged unit
+    vector of the angle latent (1 where the angle hardly changes), and how far the
+    unit-cell-averaged distance to the nearest carbon lies from its median (what is left of the
+    lattice after the average); and each unit-cell-averaged latent against that averaged distance.
     """
     ny, nx = score.shape
     iy, ix = np.mgrid[:ny, :nx]
@@ -202,9 +204,13 @@ def diagnose(z, angle, score, mag, d_site, far, sigma) -> dict:
     m = far & np.isfinite(score)
     smooth = lambda v: ndimage.gaussian_filter(v, sigma, mode="reflect")  # noqa: E731
     order = np.hypot(smooth(np.cos(angle)), smooth(np.sin(angle)))
+    site = smooth(d_site)
     return dict(latents=latents, score=dict(
         row=_rho(score, iy, m), edge=_rho(score, edge, m), com_smoothed=_rho(score, smooth(mag), m),
-        angle_order=_rho(score, order, m)))
+        angle_order=_rho(score, order, m),
+        site_residual=_rho(score, np.abs(site - np.median(site[m])), m)),
+        smoothed_latent_vs_smoothed_site={k: _rho(smooth(z[..., i]), site, m)
+                                          for i, k in enumerate(latents)})
 
 
 def evaluate(sig, truth, seeds, epochs: int, latent_dim: int = 2) -> dict:
@@ -304,7 +310,11 @@ def write(results: dict, args, out_dir: Path) -> None:
         s = d["score"]
         lines.append(f"- score: row {s['row']:+.2f}, distance from the edge {s['edge']:+.2f}, "
                      f"unit-cell-averaged |COM| {s['com_smoothed']:+.2f}, order of the angle "
-                     f"{s['angle_order']:+.2f}")
+                     f"{s['angle_order']:+.2f}, |unit-cell-averaged distance to the nearest C - "
+                     f"its median| {s['site_residual']:+.2f}")
+        lines.append("- unit-cell-averaged latents vs the unit-cell-averaged distance to the "
+                     "nearest C: " + ", ".join(f"{k} {v:+.2f}" for k, v in
+                                               d["smoothed_latent_vs_smoothed_site"].items()))
         lines.append("")
     (out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
