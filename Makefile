@@ -11,7 +11,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 # make torch's small operations up to tenfold slower (kernels inherit this environment).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test book lab bench bench-encoders bench-udf bench-gpu data weights lint clean course
+.PHONY: setup test book lab bench bench-encoders bench-si bench-udf bench-gpu data weights lint clean course
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ bench: setup
 # The encoders compared on simulated graphene and hBN (about 30 min): bench/results/encoders.md
 bench-encoders: setup
 	$(PY) -m bench.encoders
+
+# Chapter 4's Si scan with the emulation's knobs switched off in turn, 2 and 3 content latents
+# (about 35 min): bench/results/si_ablation.md and si_ablation_aberrations.md
+bench-si: setup
+	$(PY) -m bench.si_ablation --fix 3
+	$(PY) -m bench.si_ablation --seeds 0 1 --variants "no defocus" "no astigmatism" "no coma" \
+		--name si_ablation_aberrations
 
 # The LiberTEM UDF against encode_maps, 1 and 2 workers (a few minutes): bench/results/udf.md
 bench-udf: setup

@@ -87,13 +87,18 @@ DEFAULT_VARIANTS = ["shipped knobs", "no rotation", "no aberrations", "no drift"
 
 
 def measurement_knobs() -> dict:
-    """``_MEASUREMENT`` of data/make_data.py, read from the file (not imported as a package)."""
+    """The shipped Si scan's knobs, from data/make_data.py (read from the file, not imported as a
+    package): ``_MEASUREMENT`` and the Si's height; without the HAADF image, which the chapter's
+    pipeline does not read (it leaves the patterns unchanged)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_data", ROOT / "data" / "make_data.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return dict(mod._MEASUREMENT)
+    params = dict(mod.DATASETS["graphene_si_experiment"]["params"])
+    for key in ("defects", "camera_binning", "haadf_inner_mrad", "haadf_outer_mrad"):
+        params.pop(key, None)
+    return params
 
 
 def knobs_of(variant: str) -> dict:
@@ -102,7 +107,10 @@ def knobs_of(variant: str) -> dict:
 
 
 def simulate_variant(variant: str, quick: bool, cache: Path) -> tuple[object, object, float]:
-    """The Si scan with the variant's knobs: (signal, ground truth, seconds; 0 when cached)."""
+    """The Si scan with the variant's knobs: (signal, ground truth, seconds; 0 when cached or
+    shipped: the shipped file is the "shipped knobs" variant, byte for byte)."""
+    if variant == "shipped knobs" and not quick:
+        return (*load_shipped("si"), 0.0)
     size = dict(scan_gpts=32) if quick else {}
     stem = variant.replace(" ", "_") + ("_quick" if quick else "")
     data_path, truth_path = cache / f"{stem}.hspy", cache / f"{stem}_truth.pkl"
