@@ -289,6 +289,10 @@ def write(results: dict, args, out_dir: Path) -> None:
         "over the median > 0.3 nm. sim s: seconds to simulate the scan (0: the shipped file, or "
         "read from the cache of an earlier run).",
         "",
+        "Data: `Si, shipped knobs` is data/graphene_si_experiment as shipped (every knob of "
+        "data/make_data.py, the Si 0.1 nm out of the carbon plane); each `no ...` row "
+        "regenerates it with that group of knobs left out (the Si's height kept).",
+        "",
         "| data | z | keep | seed | trained | untrained | \\|COM\\| | rho \\|COM\\| "
         "| rho site | near/far | held-out loss | train s | sim s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
