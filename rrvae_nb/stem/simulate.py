@@ -381,16 +381,22 @@ def _whole_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
     return tuple(_whole(name, v, minimum) for v in values)
 
 
-def _centre(value) -> tuple[float, float] | None:
-    """A scan centre (y, x) in nm, or None."""
-    if value is None:
-        return None
+def _finite_pair(value) -> tuple[float, ...]:
+    """A (y, x) pair of finite floats from a pair or one number; () if it is not one."""
     values = (value, value) if np.isscalar(value) else tuple(value)
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        out = ()
-    if len(out) != 2 or not all(math.isfinite(v) for v in out):
+        return ()
+    return out if len(out) == 2 and all(math.isfinite(v) for v in out) else ()
+
+
+def _centre(value) -> tuple[float, float] | None:
+    """A scan centre (y, x) in nm, or None."""
+    if value is None:
+        return None
+    out = _finite_pair(value)
+    if not out:
         raise ValueError(
             f"scan_center_nm must be a (y, x) pair of finite numbers in nm (supercell "
             f"coordinates) or None for the default; got {value!r}."
@@ -807,12 +813,8 @@ def _check_emulation_knobs(knobs: dict) -> dict:
     out = {}
     for name, value in knobs.items():
         if isinstance(_EMULATION_KNOBS[name], tuple):
-            pair = (value, value) if np.isscalar(value) else tuple(value)
-            try:
-                pair = tuple(float(v) for v in pair)
-            except (TypeError, ValueError):
-                pair = ()
-            if len(pair) != 2 or not all(math.isfinite(v) for v in pair):
+            pair = _finite_pair(value)
+            if not pair:
                 raise ValueError(f"{name} must be a (y, x) pair of finite numbers in nm; got "
                                  f"{value!r}. E.g. {name}=(0.02, -0.03); (0, 0): none.")
             out[name] = list(pair)
